@@ -1,0 +1,9 @@
+"""SQLAlchemy models of every durable record, one module per domain.
+
+Importing this package registers every table on ``common.db.Base.metadata``.
+"""
+
+from common.models.calls import Call, CallEvent
+from common.models.health import HealthSample
+
+__all__ = ["Call", "CallEvent", "HealthSample"]

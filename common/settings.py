@@ -1,0 +1,463 @@
+"""The one settings source: ``config/defaults.toml``, a site file, environment overrides.
+
+``load_settings(environ)`` is a pure function of its argument (and the files it names);
+it is the only code in the product that reads configuration from the environment.
+Errors name the offending key and where its value came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import os
+import secrets
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULTS_FILE = PROJECT_ROOT / "config" / "defaults.toml"
+ENV_PREFIX = "MADOGUCHI_"
+CONFIG_FILE_VAR = "MADOGUCHI_CONFIG"
+
+
+class SettingsError(Exception):
+    """Configuration that cannot be used; the message names the key and the fix."""
+
+    def __init__(self, key: str, message: str, source: str = "") -> None:
+        self.key = key
+        self.source = source
+        where = f" (from {source})" if source else ""
+        super().__init__(f"configuration error at '{key}'{where}: {message}")
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    env: str = "development"
+    data_dir: str = "var"
+    timezone: str = "Asia/Tokyo"
+    language: str = "ja"
+
+
+@dataclass(frozen=True)
+class AsteriskSettings:
+    mode: str = "auto"
+    rootfs: str = ".cache/asterisk-rootfs"
+    rootfs_suite: str = "sid"
+    host: str = "127.0.0.1"
+    sip_bind: str = "127.0.0.1"
+    sip_port: int = 5060
+    rtp_start: int = 10000
+    rtp_end: int = 10999
+    http_bind: str = "127.0.0.1"
+    http_port: int = 8088
+    ami_bind: str = "127.0.0.1"
+    ami_port: int = 5038
+    ari_app: str = "madoguchi"
+    ari_user: str = "madoguchi"
+    ari_password: str = ""
+    ami_user: str = "madoguchi"
+    ami_secret: str = ""
+    sip_secret: str = ""
+    boot_timeout: int = 30
+
+    @property
+    def ari_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}/ari"
+
+    def phone_password(self, endpoint: str) -> str:
+        """Digest password of one phone, derived from the master ``sip_secret``."""
+        mac = hmac.new(self.sip_secret.encode(), endpoint.encode(), hashlib.sha256)
+        return mac.hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class AriSettings:
+    backoff_initial: float = 0.5
+    backoff_max: float = 10.0
+    heartbeat_interval: float = 2.0
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "mado"
+    event_stream_maxlen: int = 100000
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    bind: str = "127.0.0.1"
+    port: int = 8000
+    secret_key: str = ""
+
+
+@dataclass(frozen=True)
+class KioskBridgeSettings:
+    bind: str = "127.0.0.1"
+    port: int = 8443
+    ice_servers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    queues: tuple[str, ...] = ("default", "reports")
+    health_rollup_interval: int = 60
+
+
+@dataclass(frozen=True)
+class TrunkSettings:
+    name: str = "carrier"
+    match: tuple[str, ...] = ()
+    contact: str = ""
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    custom_dir: str = "sounds"
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: str
+    name: str
+    name_en: str = ""
+
+
+@dataclass(frozen=True)
+class Service:
+    id: str
+    tenant: str
+    name: str
+    queue: str
+    lines: int
+    channel: str = "phone"
+    name_en: str = ""
+    dids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    count: int = 7
+    prefix: str = "op"
+    first_extension: int = 1001
+
+    def endpoints(self) -> list[tuple[str, str]]:
+        """(endpoint id, extension) of every operator phone."""
+        width = max(2, len(str(self.count)))
+        return [
+            (f"{self.prefix}{n:0{width}d}", str(self.first_extension + n - 1))
+            for n in range(1, self.count + 1)
+        ]
+
+
+@dataclass(frozen=True)
+class Department:
+    id: str
+    tenant: str
+    name: str
+    name_en: str = ""
+    extensions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Settings:
+    site: SiteSettings = field(default_factory=SiteSettings)
+    asterisk: AsteriskSettings = field(default_factory=AsteriskSettings)
+    ari: AriSettings = field(default_factory=AriSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+    kiosk_bridge: KioskBridgeSettings = field(default_factory=KioskBridgeSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    trunk: TrunkSettings = field(default_factory=TrunkSettings)
+    prompts: PromptSettings = field(default_factory=PromptSettings)
+    operators: OperatorSettings = field(default_factory=OperatorSettings)
+    tenants: tuple[Tenant, ...] = ()
+    services: tuple[Service, ...] = ()
+    departments: tuple[Department, ...] = ()
+
+    @property
+    def data_dir(self) -> Path:
+        path = Path(self.site.data_dir)
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_dir / 'madoguchi.sqlite3'}"
+
+    @property
+    def production(self) -> bool:
+        return self.site.env == "production"
+
+    def service_for_did(self, did: str) -> Service | None:
+        for service in self.services:
+            if did in service.dids:
+                return service
+        return None
+
+    def service(self, service_id: str) -> Service:
+        for service in self.services:
+            if service.id == service_id:
+                return service
+        raise KeyError(service_id)
+
+
+# Secrets: (section, key, environment variable) -- generated in development.
+SECRETS: tuple[tuple[str, str], ...] = (
+    ("asterisk", "ari_password"),
+    ("asterisk", "ami_secret"),
+    ("asterisk", "sip_secret"),
+    ("web", "secret_key"),
+)
+
+
+def env_name(section: str, key: str) -> str:
+    return f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
+
+
+def _read_toml(path: Path, what: str) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise SettingsError(what, f"file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(what, f"{path} is not valid TOML: {exc}") from None
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any], sources: dict[str, str], src: str,
+           prefix: str = "") -> None:
+    for key, value in over.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value, sources, src, dotted + ".")
+        else:
+            base[key] = value
+            sources[dotted] = src
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str,
+            sources: Mapping[str, str] | None = None) -> Any:
+    """Convert a raw TOML/env value to the annotated type, or raise SettingsError."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise SettingsError(key, f"expected a list, got {value!r}", source)
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise SettingsError(key, f"expected a table, got {value!r}", source)
+        return _build(tp, value, key, sources or {}, source)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false",
+                                                         "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise SettingsError(key, f"expected true or false, got {value!r}", source)
+    if tp is int:
+        if isinstance(value, bool):
+            raise SettingsError(key, f"expected a whole number, got {value!r}", source)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise SettingsError(key, f"expected a whole number, got {value!r}", source)
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise SettingsError(key, f"expected a number, got {value!r}", source)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise SettingsError(key, f"expected text, got {value!r}", source)
+    raise TypeError(f"unsupported settings type {tp!r} for {key}")
+
+
+def _build(cls: Any, raw: Mapping[str, Any], prefix: str, sources: Mapping[str, str],
+           default_source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            dotted = f"{prefix}.{key}" if prefix else key
+            known = ", ".join(sorted(names))
+            raise SettingsError(dotted, f"unknown key (known keys here: {known})",
+                                sources.get(dotted, default_source))
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        dotted = f"{prefix}.{f.name}" if prefix else f.name
+        if f.name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise SettingsError(dotted, "is required", default_source)
+            continue
+        kwargs[f.name] = _coerce(raw[f.name], hints[f.name], dotted,
+                                 sources.get(dotted, default_source), sources)
+    return cls(**kwargs)
+
+
+def _env_overrides(environ: Mapping[str, str], raw: dict[str, Any],
+                   sources: dict[str, str]) -> None:
+    sections = {f.name: f for f in dataclasses.fields(Settings)}
+    for var, value in environ.items():
+        if not var.startswith(ENV_PREFIX) or var == CONFIG_FILE_VAR:
+            continue
+        rest = var[len(ENV_PREFIX):].lower()
+        if "__" not in rest:
+            raise SettingsError(rest, f"environment variable {var} must look like "
+                                f"{ENV_PREFIX}<SECTION>__<KEY>", f"environment variable {var}")
+        section, key = rest.split("__", 1)
+        fld = sections.get(section)
+        if fld is None or not dataclasses.is_dataclass(fld.default_factory):
+            raise SettingsError(f"{section}.{key}", "no such section can be set from the "
+                                "environment (lists such as tenants belong in the site file)",
+                                f"environment variable {var}")
+        raw.setdefault(section, {})[key] = value
+        sources[f"{section}.{key}"] = f"environment variable {var}"
+
+
+def _secrets_file(data_dir: Path) -> Path:
+    return data_dir / "secrets.toml"
+
+
+def _dev_secrets(data_dir: Path) -> dict[str, dict[str, str]]:
+    """Local credentials for development: generated once, kept in data_dir (mode 0600)."""
+    path = _secrets_file(data_dir)
+    if path.exists():
+        return {k: dict(v) for k, v in _read_toml(path, "site.data_dir").items()}
+    generated: dict[str, dict[str, str]] = {}
+    for section, key in SECRETS:
+        generated.setdefault(section, {})[key] = secrets.token_urlsafe(18)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lines = ["# Generated development credentials. Not for production.\n"]
+    for section, values in generated.items():
+        lines.append(f"\n[{section}]\n")
+        lines.extend(f'{k} = "{v}"\n' for k, v in values.items())
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.writelines(lines)
+    try:
+        os.link(tmp, path)  # atomic: the first process to generate wins
+    except FileExistsError:
+        pass
+    tmp.unlink(missing_ok=True)
+    return {k: dict(v) for k, v in _read_toml(path, "site.data_dir").items()}
+
+
+def _validate(s: Settings) -> None:
+    if s.site.env not in ("development", "production"):
+        raise SettingsError("site.env", f"must be 'development' or 'production', not "
+                            f"{s.site.env!r}")
+    if s.site.language not in ("ja", "en"):
+        raise SettingsError("site.language", "must be 'ja' or 'en'")
+    if s.asterisk.mode not in ("auto", "host", "rootfs", "external"):
+        raise SettingsError("asterisk.mode", "must be one of auto, host, rootfs, external")
+    for key in ("sip_port", "http_port", "ami_port", "rtp_start", "rtp_end"):
+        port = getattr(s.asterisk, key)
+        if not 1 <= port <= 65535:
+            raise SettingsError(f"asterisk.{key}", f"{port} is not a port number (1-65535)")
+    if s.asterisk.rtp_start >= s.asterisk.rtp_end:
+        raise SettingsError("asterisk.rtp_end", "must be greater than asterisk.rtp_start")
+    if not s.redis.url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError("redis.url", f"{s.redis.url!r} is not a redis:// URL")
+    tenants = {t.id for t in s.tenants}
+    if not tenants:
+        raise SettingsError("tenants", "at least one tenant is required")
+    seen_dids: dict[str, str] = {}
+    queues: set[str] = set()
+    for i, svc in enumerate(s.services):
+        if svc.tenant not in tenants:
+            raise SettingsError(f"services[{i}].tenant", f"unknown tenant {svc.tenant!r}")
+        if svc.lines < 1:
+            raise SettingsError(f"services[{i}].lines", "must be at least 1")
+        if svc.channel not in ("phone", "kiosk"):
+            raise SettingsError(f"services[{i}].channel", "must be 'phone' or 'kiosk'")
+        if svc.queue in queues:
+            raise SettingsError(f"services[{i}].queue", f"queue {svc.queue!r} used twice")
+        queues.add(svc.queue)
+        for did in svc.dids:
+            if not did.isdigit():
+                raise SettingsError(f"services[{i}].dids", f"{did!r} is not a number")
+            if did in seen_dids:
+                raise SettingsError(f"services[{i}].dids",
+                                    f"{did} already belongs to service {seen_dids[did]}")
+            seen_dids[did] = svc.id
+    for i, dep in enumerate(s.departments):
+        if dep.tenant not in tenants:
+            raise SettingsError(f"departments[{i}].tenant", f"unknown tenant {dep.tenant!r}")
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from defaults, the site file and ``environ``.
+
+    Raises SettingsError with the key and the fix when anything is wrong.
+    """
+    environ = os.environ if environ is None else environ
+    sources: dict[str, str] = {}
+    raw = _read_toml(DEFAULTS_FILE, "defaults")
+    site_file = environ.get(CONFIG_FILE_VAR)
+    if site_file:
+        _merge(raw, _read_toml(Path(site_file), CONFIG_FILE_VAR), sources, f"site file {site_file}")
+    _env_overrides(environ, raw, sources)
+    settings: Settings = _build(Settings, raw, "", sources, str(DEFAULTS_FILE))
+    _validate(settings)
+
+    missing = [(sec, key) for sec, key in SECRETS if not getattr(getattr(settings, sec), key)]
+    if missing:
+        if settings.production:
+            sec, key = missing[0]
+            names = ", ".join(env_name(s, k) for s, k in missing)
+            raise SettingsError(f"{sec}.{key}", f"secret required in production; set {names} "
+                                "(or put them in the site file)")
+        generated = _dev_secrets(settings.data_dir)
+        for sec, key in missing:
+            part = getattr(settings, sec)
+            value = generated.get(sec, {}).get(key)
+            if not value:  # a secrets file from an older version: regenerate that key
+                value = secrets.token_urlsafe(18)
+            settings = dataclasses.replace(settings, **{sec: dataclasses.replace(part,
+                                                                                 **{key: value})})
+    return settings
+
+
+def settings_override(settings: Settings, **sections: Mapping[str, Any]) -> Settings:
+    """Copy of ``settings`` with some keys replaced, e.g. for tests with free ports."""
+    for section, values in sections.items():
+        part = getattr(settings, section)
+        settings = dataclasses.replace(settings, **{section: dataclasses.replace(part, **values)})
+    return settings
+
+
+__all__ = [
+    "PROJECT_ROOT",
+    "Department",
+    "Service",
+    "Settings",
+    "SettingsError",
+    "Tenant",
+    "env_name",
+    "load_settings",
+    "settings_override",
+]

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install what Madoguchi needs on a Debian machine, idempotently.
+#   scripts/setup.sh run    the running system (make run)
+#   scripts/setup.sh test   the running system plus what the tests need (make test)
+# Re-running installs nothing that is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what="${1:-run}"
+
+lists=(scripts/packages-run.txt)
+[ "$what" = "test" ] && lists+=(scripts/packages-test.txt)
+
+missing=()
+for pkg in $(grep -hvE '^\s*(#|$)' "${lists[@]}" | awk '{print $1}'); do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: needs root to install packages (run as root or with sudo)" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Python environment (a venv in .venv; the pinned dependencies from pyproject.toml).
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.installed-$what
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  extra=""
+  [ "$what" = "test" ] && extra="[test]"
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e ".$extra"
+  touch "$stamp"
+fi
+
+# Asterisk 22: the host's, or a Debian sid root file system built once into .cache/.
+.venv/bin/python -m stack.asterisk provide
