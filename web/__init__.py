@@ -1,0 +1,61 @@
+"""The web process: console, administration, health page (Flask, server-rendered).
+
+``create_app`` is the one place that wires the app, like flaskr's factory: settings,
+database and Redis (``web.db``), languages (``web.i18n``), server-side sessions
+(``web.sessions``), security headers and CSRF (``web.security``), one blueprint per
+audience, error pages and CLI commands.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from common.settings import Settings, load_settings
+
+
+def create_app(test_config: dict[str, Any] | None = None,
+               settings: Settings | None = None) -> Flask:
+    if settings is None:
+        settings = load_settings()
+    app = Flask(__name__)
+    development = settings.site.env == "development"
+    app.config.from_mapping(
+        SECRET_KEY=settings.web.secret_key,
+        DEVELOPMENT=development,
+        CSRF_ENABLED=True,
+        MAX_CONTENT_LENGTH=1024 * 1024,
+        MAX_FORM_MEMORY_SIZE=256 * 1024,
+        MAX_FORM_PARTS=200,
+        SESSION_COOKIE_NAME="mado_session" if development else "__Host-mado_session",
+        SESSION_COOKIE_SECURE=not development,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_PATH="/",
+        JSON_SORT_KEYS=False,
+    )
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+    if not app.config["SECRET_KEY"]:
+        raise RuntimeError("web.secret_key is empty; set MADOGUCHI_WEB__SECRET_KEY")
+
+    proxies = int(getattr(settings.web, "trusted_proxy_count", 0))
+    if proxies > 0:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
+
+    from web import db, errors, i18n, security, views
+
+    db.init_app(app, settings)
+    i18n.init_app(app, settings)
+    security.init_app(app)
+    views.init_app(app)
+    errors.init_app(app)
+
+    from web import health, home
+
+    app.register_blueprint(home.bp)
+    app.register_blueprint(health.bp)
+    return app
