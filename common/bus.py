@@ -38,7 +38,7 @@ async def apublish(client: aioredis.Redis, keys: Keys, event: Event,
 def read_events(client: redis.Redis, keys: Keys, after: str = "0-0",
                 count: int = 1000) -> list[tuple[str, str]]:
     """(stream id, encoded event) after ``after``, oldest first."""
-    rows: list[Any] = client.xrange(keys.events, min=f"({after}" if after != "0-0" else "-",
+    rows: Any = client.xrange(keys.events, min=f"({after}" if after != "0-0" else "-",
                                     count=count)
     out = []
     for stream_id, fields in rows:

@@ -39,17 +39,22 @@ def write_heartbeat(client: redis.Redis, keys: Keys, component: str, instance: s
     key = keys.health(component, instance)
     pipe = client.pipeline()
     pipe.delete(key)
-    pipe.hset(key, mapping={**fields, "updated_at": f"{time.time():.3f}"})
+    mapping: dict[Any, Any] = {**fields, "updated_at": f"{time.time():.3f}"}
+    pipe.hset(key, mapping=mapping)
     pipe.pexpire(key, int(ttl * 1000))
     pipe.execute()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def read_heartbeats(client: redis.Redis, keys: Keys, component: str) -> list[dict[str, str]]:
     out = []
     for key in client.scan_iter(match=keys.health_pattern(component), count=100):
-        raw = client.hgetall(key)
+        raw: Any = client.hgetall(key)
         if raw:
-            out.append({k.decode(): v.decode() for k, v in raw.items()})
+            out.append({_text(k): _text(v) for k, v in raw.items()})
     return out
 
 

@@ -461,3 +461,27 @@ __all__ = [
     "load_settings",
     "settings_override",
 ]
+
+
+def to_environ(settings: Settings) -> dict[str, str]:
+    """Environment variables that reproduce every scalar section of ``settings``.
+
+    Used to start child processes on exactly the settings of their parent (e.g. a test
+    session with free ports). Lists of tables (tenants, services, ...) come from the
+    defaults/site file, which children read themselves.
+    """
+    env: dict[str, str] = {}
+    for f in dataclasses.fields(settings):
+        part = getattr(settings, f.name)
+        if not dataclasses.is_dataclass(part):
+            continue
+        for sub in dataclasses.fields(part):
+            value = getattr(part, sub.name)
+            if isinstance(value, tuple):
+                text = ",".join(str(v) for v in value)
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            else:
+                text = str(value)
+            env[env_name(f.name, sub.name)] = text
+    return env

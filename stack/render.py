@@ -11,16 +11,15 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
+from common.prompts import load_prompts
 from common.settings import PROJECT_ROOT, Settings, SettingsError, load_settings
 
 TEMPLATES = PROJECT_ROOT / "asterisk" / "templates"
-PROMPTS_FILE = PROJECT_ROOT / "config" / "prompts.toml"
 SOUND_EXTENSIONS = (".wav", ".gsm", ".ulaw", ".alaw", ".sln", ".sln16")
 
 
@@ -45,11 +44,6 @@ class Phone:
     password: str
     kind: str  # operator | staff
     department: str = ""
-
-
-def load_prompts() -> dict[str, dict[str, str]]:
-    with PROMPTS_FILE.open("rb") as fh:
-        return tomllib.load(fh)
 
 
 def phones(settings: Settings) -> list[Phone]:

@@ -1,0 +1,162 @@
+"""Wiring of the call controller: ARI, AMI, Redis, the database, dispatch, heartbeat."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from ari_app.ami import AmiConnection
+from ari_app.ari_ import AriClient
+from ari_app.exceptions import AriError, AriUnavailable
+from ari_app.notifier import Notifier
+from ari_app.services import CallService
+from ari_app.stasis import StasisDispatcher
+from ari_app.timeline import TimelineStore
+from common.db import init_schema, make_engine, session_factory
+from common.events import ComponentState
+from common.keys import Keys
+from common.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class Controller:
+    def __init__(self, settings: Settings, instance: str | None = None) -> None:
+        self.settings = settings
+        self.instance = instance or f"{socket.gethostname()}-{os.getpid()}"
+        ast = settings.asterisk
+        self.keys = Keys(settings.redis.prefix)
+        self.ari = AriClient(ast.ari_url, ast.ari_user, ast.ari_password, ast.ari_app,
+                             settings.ari.backoff_initial, settings.ari.backoff_max)
+        self.ami = AmiConnection(ast.host, ast.ami_port, ast.ami_user, ast.ami_secret,
+                                 reconnect_delay=max(1.0, settings.ari.backoff_initial))
+        self.redis = aioredis.Redis.from_url(settings.redis.url)
+        self.engine = make_engine(settings.database_url)
+        init_schema(self.engine)
+        self.store = TimelineStore(session_factory(self.engine))
+        self.notifier = Notifier(self.redis, self.keys, settings.redis.event_stream_maxlen)
+        self.service = CallService(self.ari, self.store, self.notifier, settings)
+        self.dispatcher = StasisDispatcher(self.service)
+        self.ari.on_event = self.dispatcher.on_event
+        self.ari.on_connect.append(self.resync)
+        self.ari.on_disconnect.append(self._ari_down)
+        self.asterisk_state: dict[str, str] = {"asterisk": "down",
+                                               "asterisk_detail": "not contacted yet"}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        await self.ami.start()
+        self._tasks = [
+            asyncio.create_task(self.ari.run(), name="ari-websocket"),
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+        ]
+        await self._stopping.wait()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.dispatcher.close()
+        self.ami.close()
+        await self.ari.close()
+        try:
+            await self.redis.delete(self.keys.health("ari_app", self.instance))
+        except RedisError:
+            pass
+        await self.redis.aclose()
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ resync
+
+    async def resync(self) -> None:
+        """After every (re)connect: reconcile our calls with what Asterisk has now.
+
+        Asterisk does not resend StasisStart after a reconnect, so: calls we think are
+        active but whose channel is gone are closed on the timeline; calls still alive
+        are watched again; callers left inside our Stasis app are sent on.
+        """
+        await self._publish_component("ari", "up")
+        await self.service.load_prompts_from_asterisk()
+        channels = {c["id"]: c for c in await self.ari.get("/channels")}
+        app = await self.ari.get(f"/applications/{self.settings.asterisk.ari_app}")
+        in_app = set(app.get("channel_ids", []))
+        active = await asyncio.to_thread(self.store.active_call_ids)
+        for call_id in active:
+            if call_id in self.dispatcher.sessions:
+                continue
+            channel = channels.get(call_id)
+            if channel is None:
+                await self.service.ended_while_away(call_id)
+            else:
+                self.dispatcher.adopt(channel, in_stasis=call_id in in_app)
+        for channel_id in in_app - set(active):
+            channel = channels.get(channel_id)
+            if channel is not None and not str(channel.get("name", "")).startswith(
+                    ("UnicastRTP/", "Snoop/")):
+                self.dispatcher.adopt(channel, in_stasis=True)
+        logger.info("resync: %d channel(s) in Asterisk, %d active call(s) on record, "
+                    "%d in our app", len(channels), len(active), len(in_app))
+
+    async def _ari_down(self) -> None:
+        await self._publish_component("ari", "down", self.ari.last_error)
+
+    async def _publish_component(self, component: str, state: str, detail: str = "") -> None:
+        await self.notifier.publish(ComponentState(component=component, instance=self.instance,
+                                                   state=state, detail=detail))
+
+    # --------------------------------------------------------------- heartbeat
+
+    async def _probe_asterisk(self) -> None:
+        if not self.ari.connected.is_set():
+            self.asterisk_state = {"asterisk": "down", "asterisk_detail":
+                                   self.ari.last_error or "ARI not connected"}
+            return
+        try:
+            info = await self.ari.get("/asterisk/info")
+            system = info.get("system", {})
+            status = info.get("status", {})
+            self.asterisk_state = {
+                "asterisk": "up",
+                "asterisk_detail": f"Asterisk {system.get('version', '?')}, up since "
+                                   f"{status.get('startup_time', '?')}",
+            }
+        except (AriError, AriUnavailable) as exc:
+            self.asterisk_state = {"asterisk": "down", "asterisk_detail": str(exc)}
+
+    async def _heartbeat(self) -> None:
+        interval = self.settings.ari.heartbeat_interval
+        key = self.keys.health("ari_app", self.instance)
+        while True:
+            await self._probe_asterisk()
+            fields: dict[Any, Any] = {
+                **self.asterisk_state,
+                "ari": "up" if self.ari.connected.is_set() else "down",
+                "ari_detail": "connected" if self.ari.connected.is_set()
+                else (self.ari.last_error or "connecting"),
+                "ami": "up" if self.ami.logged_in.is_set() else "down",
+                "ami_detail": "logged in" if self.ami.logged_in.is_set()
+                else (self.ami.last_error or "connecting"),
+                "active_calls": str(len(self.dispatcher.sessions)),
+                "pid": str(os.getpid()),
+            }
+            try:
+                async with self.redis.pipeline() as pipe:
+                    pipe.delete(key)
+                    fields["updated_at"] = f"{time.time():.3f}"
+                    pipe.hset(key, mapping=fields)
+                    pipe.pexpire(key, int(interval * 3000))
+                    await pipe.execute()
+            except RedisError as exc:
+                logger.warning("heartbeat not written (Redis: %s)", exc)
+            await asyncio.sleep(interval)

@@ -1,0 +1,235 @@
+"""Call routing: what happens to an inbound call, as plain async logic.
+
+Handlers here receive already-dispatched ARI events for one call (in order, in that
+call's own task) and talk to ARI, the timeline store and the notifier. No Redis keys
+or websocket code here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ari_app.ari_ import AriClient
+from ari_app.exceptions import AriError, AriNotFound
+from ari_app.notifier import Notifier
+from ari_app.timeline import NewCall, TimelineStore
+from common.events import CallAnswered, CallArrived, CallEnded, CallPrompt, CallRejected
+from common.prompts import load_prompts, variable_name
+from common.settings import Service, Settings
+
+logger = logging.getLogger(__name__)
+
+
+def ari_time(event: dict[str, Any]) -> datetime:
+    """The event's own timestamp (so replays are idempotent), else now."""
+    stamp = event.get("timestamp")
+    if isinstance(stamp, str):
+        try:
+            return datetime.fromisoformat(stamp.replace("+0000", "+00:00")).astimezone(UTC)
+        except ValueError:
+            pass
+    return datetime.now(UTC)
+
+
+@dataclass
+class CallSession:
+    """Live state of one caller channel inside the controller."""
+
+    channel_id: str
+    call_id: str
+    tenant: str = ""
+    service: Service | None = None
+    state: str = "new"  # new | greeting | rejecting | queued | ended
+    playback_id: str | None = None
+    after_playback: Callable[[], Awaitable[None]] | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class CallService:
+    def __init__(self, ari: AriClient, store: TimelineStore, notifier: Notifier,
+                 settings: Settings) -> None:
+        self.ari = ari
+        self.store = store
+        self.notifier = notifier
+        self.settings = settings
+        self.prompts: dict[str, str] = {
+            name: spec["fallback"] for name, spec in load_prompts().items()
+        }
+
+    async def load_prompts_from_asterisk(self) -> None:
+        """Read PROMPT_* globals so ari_app plays exactly what the dialplan plays."""
+        for name in list(self.prompts):
+            try:
+                resp = await self.ari.get("/asterisk/variable", variable=variable_name(name))
+            except AriError as exc:
+                logger.warning("prompt %s: cannot read %s from Asterisk (%s); using %s",
+                               name, variable_name(name), exc, self.prompts[name])
+                continue
+            value = (resp or {}).get("value")
+            if value:
+                self.prompts[name] = value
+
+    # ----------------------------------------------------------------- inbound
+
+    async def inbound(self, session: CallSession, event: dict[str, Any],
+                      resumed: bool = False) -> None:
+        channel = event["channel"]
+        did = channel.get("dialplan", {}).get("exten", "")
+        if resumed:
+            did = await self._channel_var(session.channel_id, "MADO_DID") or did
+        caller = channel.get("caller", {})
+        service = self.settings.service_for_did(did)
+        session.service = service
+        session.tenant = service.tenant if service else ""
+        at = ari_time(event)
+        await self._subscribe(session.channel_id)
+        new = NewCall(call_id=session.call_id, tenant_id=session.tenant,
+                      service_id=service.id if service else None,
+                      channel=service.channel if service else "phone", did=did,
+                      caller=caller.get("number", ""), caller_name=caller.get("name", ""),
+                      arrived_at=at)
+        fresh = await asyncio.to_thread(self.store.call_arrived, new,
+                                        {"did": did, "channel_name": channel.get("name", "")})
+        if fresh:
+            await self.notifier.publish(CallArrived(
+                at=at, call_id=session.call_id, tenant=session.tenant,
+                service=service.id if service else "", channel=new.channel, did=did,
+                caller=new.caller, caller_name=new.caller_name))
+        if resumed:
+            # The controller restarted while this caller was in Stasis: skip the rest of
+            # the greeting and put them where they were going.
+            logger.info("%s resumed after restart: sending on", session.call_id)
+            if service is None:
+                await self._hangup(session)
+            else:
+                await self._to_queue(session)
+            return
+        await self._answer(session)
+        if service is None:
+            session.state = "rejecting"
+            await asyncio.to_thread(self.store.set_outcome, session.call_id, "rejected")
+            await asyncio.to_thread(self.store.record, session.call_id, "rejected",
+                                    datetime.now(UTC), {"reason": "unknown DID", "did": did})
+            await self.notifier.publish(CallRejected(call_id=session.call_id, did=did,
+                                                     reason="unknown DID"))
+            logger.info("%s: DID %s is not configured; announcing and hanging up",
+                        session.call_id, did)
+            await self._play(session, "unknown_number", lambda: self._hangup(session))
+            return
+        session.state = "greeting"
+        await self._play(session, "greeting", lambda: self._to_queue(session))
+
+    async def _answer(self, session: CallSession) -> None:
+        await self.ari.post(f"/channels/{session.channel_id}/answer")
+        at = datetime.now(UTC)
+        await asyncio.to_thread(self.store.call_answered, session.call_id, at)
+        await self.notifier.publish(CallAnswered(at=at, call_id=session.call_id,
+                                                 tenant=session.tenant))
+
+    async def _play(self, session: CallSession, prompt: str,
+                    then: Callable[[], Awaitable[None]]) -> None:
+        playback_id = uuid.uuid4().hex
+        session.playback_id = playback_id
+        session.after_playback = then
+        session.data["prompt"] = prompt
+        await self.ari.post(f"/channels/{session.channel_id}/play",
+                            media=f"sound:{self.prompts[prompt]}", playbackId=playback_id,
+                            lang=self.settings.site.language)
+        await asyncio.to_thread(self.store.record, session.call_id, "prompt", datetime.now(UTC),
+                                {"prompt": prompt, "state": "started"}, f"prompt:{prompt}")
+        await self.notifier.publish(CallPrompt(call_id=session.call_id, tenant=session.tenant,
+                                               prompt=prompt, state="started"))
+
+    async def playback_finished(self, session: CallSession, event: dict[str, Any]) -> None:
+        playback = event.get("playback", {})
+        if playback.get("id") != session.playback_id:
+            return
+        session.playback_id = None
+        then, session.after_playback = session.after_playback, None
+        state = "failed" if playback.get("state") == "failed" else "finished"
+        prompt = session.data.get("prompt", "")
+        await asyncio.to_thread(self.store.record, session.call_id, "prompt_end", ari_time(event),
+                                {"prompt": prompt, "state": state}, f"prompt_end:{prompt}")
+        await self.notifier.publish(CallPrompt(call_id=session.call_id, tenant=session.tenant,
+                                               prompt=prompt, state=state))
+        if then is not None:
+            await then()
+
+    async def _to_queue(self, session: CallSession) -> None:
+        assert session.service is not None
+        session.state = "queued"
+        queue = session.service.queue
+        await self.ari.post(f"/channels/{session.channel_id}/continue", context="mado-queue",
+                            extension=queue, priority=1)
+        await asyncio.to_thread(self.store.record, session.call_id, "to_queue", datetime.now(UTC),
+                                {"queue": queue})
+
+    async def _hangup(self, session: CallSession) -> None:
+        try:
+            await self.ari.delete(f"/channels/{session.channel_id}", reason="normal")
+        except AriNotFound:
+            pass
+
+    async def rescue(self, session: CallSession) -> None:
+        """Something failed while handling this call: land it somewhere safe."""
+        target = session.service.queue if session.service else None
+        try:
+            if target:
+                await self.ari.post(f"/channels/{session.channel_id}/continue",
+                                    context="mado-fallback", extension=target, priority=1)
+            else:
+                await self._hangup(session)
+        except AriNotFound:
+            pass
+        except Exception:
+            logger.exception("%s: could not rescue the call", session.call_id)
+
+    # ------------------------------------------------------------------ ending
+
+    async def channel_destroyed(self, session: CallSession, event: dict[str, Any]) -> None:
+        session.state = "ended"
+        cause = event.get("cause")
+        cause_txt = event.get("cause_txt", "")
+        at = ari_time(event)
+        fresh = await asyncio.to_thread(self.store.call_ended, session.call_id, at,
+                                        cause if isinstance(cause, int) else None, cause_txt)
+        if fresh:
+            await self.notifier.publish(CallEnded(at=at, call_id=session.call_id,
+                                                  tenant=session.tenant,
+                                                  cause=cause if isinstance(cause, int) else 0,
+                                                  cause_txt=cause_txt))
+
+    async def ended_while_away(self, call_id: str) -> None:
+        """A call we had as active no longer exists in Asterisk (we were disconnected)."""
+        at = datetime.now(UTC)
+        txt = "ended while the controller was disconnected"
+        if await asyncio.to_thread(self.store.call_ended, call_id, at, None, txt, None,
+                                   "system"):
+            await self.notifier.publish(CallEnded(at=at, call_id=call_id, tenant="", cause=0,
+                                                  cause_txt=txt))
+
+    # ----------------------------------------------------------------- helpers
+
+    async def _subscribe(self, channel_id: str) -> None:
+        """Keep receiving this channel's events after it leaves Stasis (queue, hang-up)."""
+        try:
+            await self.ari.post(f"/applications/{self.ari.app}/subscription",
+                                eventSource=f"channel:{channel_id}")
+        except AriNotFound:
+            pass
+
+    async def resubscribe(self, channel_id: str) -> None:
+        await self._subscribe(channel_id)
+
+    async def _channel_var(self, channel_id: str, name: str) -> str:
+        try:
+            resp = await self.ari.get(f"/channels/{channel_id}/variable", variable=name)
+        except AriError:
+            return ""
+        return str((resp or {}).get("value", ""))

@@ -1,0 +1,125 @@
+"""ARI event dispatch: one ordered queue and one task per call.
+
+``on_event`` is called by the ARI client for every event in arrival order and never
+blocks: it routes the event to its call's queue. Each call's task handles its events
+one after another, so a slow database write for one call never delays another, and a
+failure in one call's handler is logged and that call is rescued (sent on to its
+queue), never crashing the controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ari_app.exceptions import AriNotFound
+from ari_app.services import CallService, CallSession
+
+logger = logging.getLogger(__name__)
+
+# Channels our own media plumbing creates; they enter the app but are not calls.
+INTERNAL_PREFIXES = ("UnicastRTP/", "Snoop/", "Local/")
+
+
+def channel_of(event: dict[str, Any]) -> str | None:
+    channel = event.get("channel")
+    if isinstance(channel, dict) and "id" in channel:
+        return str(channel["id"])
+    playback = event.get("playback")
+    if isinstance(playback, dict):
+        target = str(playback.get("target_uri", ""))
+        if target.startswith("channel:"):
+            return target.split(":", 1)[1]
+    return None
+
+
+class StasisDispatcher:
+    def __init__(self, service: CallService) -> None:
+        self.service = service
+        self.sessions: dict[str, CallSession] = {}
+        self._queues: dict[str, asyncio.Queue[dict[str, Any] | None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.seen_stasis_start = 0
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type", "")
+        channel_id = channel_of(event)
+        if channel_id is None:
+            logger.debug("ARI event %s without a channel", kind)
+            return
+        if kind == "StasisStart" and channel_id not in self.sessions:
+            name = str(event.get("channel", {}).get("name", ""))
+            args = event.get("args") or []
+            if name.startswith(INTERNAL_PREFIXES) or "inbound" not in args:
+                logger.debug("StasisStart for %s (%s) is not an inbound call", name, args)
+                return
+            self.seen_stasis_start += 1
+            self._open(CallSession(channel_id=channel_id, call_id=channel_id))
+        queue = self._queues.get(channel_id)
+        if queue is None:
+            return
+        queue.put_nowait(event)
+
+    def adopt(self, channel: dict[str, Any], in_stasis: bool) -> None:
+        """Take over a call found during resync (after a reconnect or restart)."""
+        channel_id = str(channel["id"])
+        if channel_id in self.sessions:
+            return
+        session = CallSession(channel_id=channel_id, call_id=channel_id)
+        self._open(session)
+        kind = "MadoResume" if in_stasis else "MadoWatch"
+        self._queues[channel_id].put_nowait({"type": kind, "channel": channel})
+
+    def _open(self, session: CallSession) -> None:
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.sessions[session.channel_id] = session
+        self._queues[session.channel_id] = queue
+        task = asyncio.create_task(self._run(session, queue),
+                                   name=f"call-{session.call_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, session: CallSession,
+                   queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+        try:
+            while True:
+                event = await queue.get()
+                if event is None:
+                    return
+                await self._handle(session, event)
+                if session.state == "ended":
+                    return
+        finally:
+            self.sessions.pop(session.channel_id, None)
+            self._queues.pop(session.channel_id, None)
+
+    async def _handle(self, session: CallSession, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        try:
+            if kind == "StasisStart":
+                await self.service.inbound(session, event)
+            elif kind == "MadoResume":
+                await self.service.inbound(session, event, resumed=True)
+            elif kind == "MadoWatch":
+                await self.service.resubscribe(session.channel_id)
+            elif kind == "PlaybackFinished":
+                await self.service.playback_finished(session, event)
+            elif kind == "ChannelDestroyed":
+                await self.service.channel_destroyed(session, event)
+        except AriNotFound:
+            logger.info("%s: channel gone while handling %s (caller hung up)",
+                        session.call_id, kind)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("%s: handling %s failed; sending the call on safely",
+                             session.call_id, kind)
+            await self.service.rescue(session)
+
+    async def close(self) -> None:
+        for queue in self._queues.values():
+            queue.put_nowait(None)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,2 @@
+"""reports: rq jobs for everything slow or scheduled (KPI roll-ups, reports, purges,
+health history)."""

@@ -1,0 +1,58 @@
+"""rq worker and rq cron scheduler, configured from the project's settings.
+
+    python -m reports.worker          # a worker on settings.worker.queues
+    python -m reports.worker cron     # the scheduler that enqueues periodic jobs
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import redis
+from rq import Queue, Worker
+from rq.cron import CronScheduler
+
+from common.logging_ import setup_logging
+from common.settings import Settings, SettingsError, load_settings
+from reports import jobs
+
+logger = logging.getLogger(__name__)
+
+
+def build_cron(settings: Settings, connection: redis.Redis) -> CronScheduler:
+    cron = CronScheduler(connection=connection)
+    cron.register(jobs.health_rollup, "default",
+                  interval=settings.worker.health_rollup_interval, name="health_rollup")
+    return cron
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    mode = argv[0] if argv else "worker"
+    setup_logging("cron" if mode == "cron" else "worker")
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        logger.error("%s", exc)
+        return 2
+    connection = redis.Redis.from_url(settings.redis.url)
+    try:
+        connection.ping()
+    except redis.RedisError as exc:
+        logger.error("cannot reach Redis at %s: %s. Check redis.url (MADOGUCHI_REDIS__URL) "
+                     "and that redis-server is running.", settings.redis.url, exc)
+        return 2
+    if mode == "cron":
+        build_cron(settings, connection).start()
+        return 0
+    if mode != "worker":
+        logger.error("unknown mode %r: use 'worker' or 'cron'", mode)
+        return 2
+    queues = [Queue(name, connection=connection) for name in settings.worker.queues]
+    Worker(queues, connection=connection).work(with_scheduler=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""Integration fixtures: a real Asterisk 22 (session scope, free ports, configuration
+rendered from the same templates as production), ari_app / rq worker / rq cron as real
+processes, and SIPp as the caller."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from common.keys import Keys
+from common.settings import Settings, load_settings, settings_override, to_environ
+from stack.asterisk import AsteriskInstance, AsteriskUnavailable, provide
+from tests.conftest import free_port, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+SIPP_DIR = ROOT / "tests" / "sipp"
+CALLER_IP = "127.0.0.2"  # the development trunk's address (trunk.match)
+
+
+def _free_udp_range(size: int) -> int:
+    import socket
+
+    for _ in range(50):
+        start = free_port(socket.SOCK_DGRAM)
+        start -= start % 2
+        ok = True
+        for port in range(start, start + size):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return start
+    raise RuntimeError("no free UDP port range")
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings of the test stack: its own data dir (secrets) and free ports."""
+    data = tmp_path_factory.mktemp("stack")
+    base = load_settings({"MADOGUCHI_SITE__DATA_DIR": str(data)})
+    rtp = _free_udp_range(200)
+    return settings_override(base, asterisk={
+        "sip_port": free_port(), "http_port": free_port(), "ami_port": free_port(),
+        "rtp_start": rtp, "rtp_end": rtp + 199, "ari_app": f"mado-test-{os.getpid()}",
+    })
+
+
+@pytest.fixture(scope="session")
+def asterisk(stack_settings: Settings) -> Iterator[AsteriskInstance]:
+    """A real Asterisk 22 for the whole session."""
+    try:
+        install = provide(stack_settings, build=True)
+    except AsteriskUnavailable as exc:
+        pytest.fail(f"Asterisk 22 is not available: {exc}")
+    instance = AsteriskInstance(install, stack_settings, f"test-{os.getpid()}")
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def call_settings(asterisk: AsteriskInstance, settings: Settings) -> Settings:
+    """Per-test settings: the session's Asterisk, this test's Redis and database."""
+    stack = asterisk.settings
+    return settings_override(stack, redis={"url": settings.redis.url},
+                             database={"url": settings.database_url})
+
+
+@pytest.fixture(autouse=True)
+def _reset_asterisk(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Hang up whatever a test left behind (wazo's reset_ari())."""
+    yield
+    if "asterisk" in request.fixturenames:
+        instance: AsteriskInstance = request.getfixturevalue("asterisk")
+        if instance.running():
+            instance.cli("channel request hangup all")
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        return self.popen.returncode
+
+
+class Processes:
+    """Starts project processes (python -m ...) on given settings; stops them all."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.logdir = logdir
+        self.procs: list[Proc] = []
+
+    def start(self, name: str, module: str, settings: Settings, *args: str,
+              extra_env: dict[str, str] | None = None) -> Proc:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MADOGUCHI_")}
+        env.update(to_environ(settings))
+        env.update(extra_env or {})
+        env["PYTHONUNBUFFERED"] = "1"
+        log = self.logdir / f"{name}-{len(self.procs)}.log"
+        fh = log.open("wb")
+        popen = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
+                                 stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        fh.close()
+        proc = Proc(name, popen, log)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    procs = Processes(tmp_path)
+    yield procs
+    procs.stop_all()
+
+
+def ari_app_heartbeat(settings: Settings) -> dict[str, str]:
+    client = redis.Redis.from_url(settings.redis.url, decode_responses=True)
+    try:
+        keys = list(client.scan_iter(Keys(settings.redis.prefix).health_pattern("ari_app")))
+        return client.hgetall(keys[0]) if keys else {}  # type: ignore[return-value]
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def ari_app(processes: Processes, call_settings: Settings) -> Proc:
+    """A running ari_app process, connected to ARI and AMI."""
+    proc = processes.start("ari_app", "ari_app.main", call_settings)
+
+    def ready() -> bool:
+        assert proc.alive(), f"ari_app exited:\n{proc.output()}"
+        beat = ari_app_heartbeat(call_settings)
+        return beat.get("ari") == "up" and beat.get("ami") == "up"
+
+    wait_until(ready, 20, "ari_app did not connect to ARI and AMI")
+    return proc
+
+
+# ----------------------------------------------------------------------------- SIPp
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    stdout: str
+    stats: dict[str, int]
+
+    @property
+    def successful(self) -> int:
+        return self.stats.get("SuccessfulCall(C)", 0)
+
+    @property
+    def failed(self) -> int:
+        return self.stats.get("FailedCall(C)", 0)
+
+
+def run_sipp(settings: Settings, scenario: str, service: str, workdir: Path, *,
+             calls: int = 1, rate: float = 1.0, keys: dict[str, str] | None = None,
+             timeout: float = 60.0, local_ip: str = CALLER_IP,
+             duration_ms: int | None = None, background: bool = False) -> SippResult | subprocess.Popen[str]:
+    """Run a SIPp scenario from tests/sipp against the test Asterisk."""
+    port = free_port(__import__("socket").SOCK_DGRAM)
+    media = free_port(__import__("socket").SOCK_DGRAM)
+    cmd = ["sipp", f"127.0.0.1:{settings.asterisk.sip_port}", "-sf", str(SIPP_DIR / scenario),
+           "-s", service, "-i", local_ip, "-mi", local_ip, "-p", str(port), "-mp", str(media),
+           "-m", str(calls), "-r", str(rate), "-l", str(max(calls, 1)),
+           "-timeout", f"{int(timeout)}s", "-timeout_error", "-nostdin",
+           "-trace_stat", "-stf", str(workdir / f"{scenario}.stat.csv"),
+           "-trace_err", "-error_file", str(workdir / f"{scenario}.errors.log")]
+    if duration_ms is not None:
+        cmd += ["-d", str(duration_ms)]
+    for key, value in (keys or {}).items():
+        cmd += ["-key", key, value]
+    workdir.mkdir(parents=True, exist_ok=True)
+    if background:
+        return subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout + 30)
+    return SippResult(out.returncode, out.stdout + out.stderr,
+                      parse_sipp_stats(workdir / f"{scenario}.stat.csv"))
+
+
+def parse_sipp_stats(path: Path) -> dict[str, int]:
+    if not path.exists():
+        return {}
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    if len(lines) < 2:
+        return {}
+    header = lines[0].split(";")
+    last = lines[-1].split(";")
+    out = {}
+    for name, value in zip(header, last, strict=False):
+        if re.fullmatch(r"\d+", value.strip()):
+            out[name.strip()] = int(value)
+    return out
+
+
+def wait_process_gone(pid: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
