@@ -109,7 +109,7 @@ def _rq_health(client: redis.Redis) -> list[ComponentHealth]:
 
     try:
         workers = Worker.all(connection=client)
-        alive = [w for w in workers if w.state != "suspended"]
+        alive = [w for w in workers if str(w.get_state()) != "suspended"]
         worker = ComponentHealth("worker", bool(alive),
                                  f"{len(alive)} worker(s)" if alive else "no rq worker running")
     except redis.RedisError as exc:

@@ -228,9 +228,14 @@ class AsteriskInstance:
     def start(self, timeout: float | None = None) -> None:
         """Render the configuration, start Asterisk and wait until fully booted."""
         timeout = timeout or float(self.settings.asterisk.boot_timeout)
-        self.render()
         if self.install.root is not None:
             _mount_proc(self.install.root)
+        if self.responding():
+            raise AsteriskStartError(
+                f"an Asterisk is already running as instance {self.name!r} (control socket "
+                f"{self.host_dir / 'run' / 'asterisk.ctl'}): stop it first (make down, or "
+                f"{' '.join(self.install.command('-C', self.conf, '-rx', 'core stop now'))})")
+        self.render()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
@@ -264,6 +269,14 @@ class AsteriskInstance:
         if out.returncode != 0:
             raise AsteriskStartError(f"asterisk -rx {command!r} failed: {out.stderr.strip()}")
         return out.stdout
+
+    def responding(self) -> bool:
+        """True when an Asterisk answers on this instance's control socket."""
+        if not (self.host_dir / "run" / "asterisk.ctl").exists():
+            return False
+        out = subprocess.run(self.install.command("-C", self.conf, "-rx", "core show version"),
+                             capture_output=True, text=True, timeout=10)
+        return out.returncode == 0 and "Asterisk" in out.stdout
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
