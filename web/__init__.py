@@ -46,16 +46,21 @@ def create_app(test_config: dict[str, Any] | None = None,
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
 
-    from web import db, errors, i18n, security, views
+    from web import access, cli, db, errors, i18n, security, sessions, views
 
-    db.init_app(app, settings)
+    res = db.init_app(app, settings)
+    sessions.init_app(app, res.redis, res.keys, settings)
+    access.init_app(app)  # loads g.user first
     i18n.init_app(app, settings)
     security.init_app(app)
     views.init_app(app)
     errors.init_app(app)
+    cli.init_app(app)
 
-    from web import health, home
+    from web import admin, auth, health, home
 
     app.register_blueprint(home.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(admin.bp)
     return app

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import Flask, current_app, g, request, url_for
 from flask_babel import get_locale
+from flask_babel import lazy_gettext as _l
 from flask_babel.speaklater import LazyString
 
 from web.db import get_settings
@@ -29,6 +30,20 @@ def local_time(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     if value is None:
         return ""
     return value.astimezone(ZoneInfo(get_settings().site.timezone)).strftime(fmt)
+
+
+def epoch_time(value: float | None) -> str:
+    """A Unix time shown in the site's time zone."""
+    if value is None:
+        return ""
+    return local_time(datetime.fromtimestamp(value, UTC))
+
+
+OUTCOME_LABELS = {"ok": _l("Succeeded"), "denied": _l("Refused"), "failed": _l("Failed")}
+
+
+def outcome_label(outcome: str) -> str:
+    return str(OUTCOME_LABELS.get(outcome, outcome))
 
 
 def lang_url(lang: str) -> str:
@@ -57,12 +72,14 @@ def _context() -> dict[str, Any]:
         "tenant_name": tenant_name,
         "nav_items": nav_items,
         "has_endpoint": has_endpoint,
+        "outcome_label": outcome_label,
     }
 
 
 def init_app(app: Flask) -> None:
     app.context_processor(_context)
     app.jinja_env.filters["local_time"] = local_time
+    app.jinja_env.filters["epoch_time"] = epoch_time
 
 
 @dataclass(frozen=True)

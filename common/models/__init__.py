@@ -3,6 +3,7 @@
 Importing this package registers every table on ``common.db.Base.metadata``.
 """
 
+from common.models.accounts import AuditEntry, User, UserRole  # noqa: F401
 from common.models.calls import Call, CallEvent
 from common.models.health import HealthSample
 

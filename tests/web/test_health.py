@@ -7,7 +7,7 @@ from flask.testing import FlaskClient
 
 from common.health import COMPONENTS
 from common.settings import Settings, settings_override
-from tests.web.conftest import make_everything_healthy
+from tests.web.conftest import RQ_STATE_DEPRECATION, make_everything_healthy
 from web import create_app
 from web.db import resources
 from web.health import scrub
@@ -22,10 +22,6 @@ def test_health_json_degraded_without_processes(client: FlaskClient) -> None:
     assert body["components"]["redis"] == {"ok": True, "detail": "PONG"}
     assert body["components"]["database"]["ok"] is True
     assert body["components"]["ari_app"]["ok"] is False
-
-
-# common/health.py reads rq's deprecated ``Worker.state`` (reported to its owner).
-RQ_STATE_DEPRECATION = "ignore:worker.state is deprecated:DeprecationWarning"
 
 
 @pytest.mark.filterwarnings(RQ_STATE_DEPRECATION)

@@ -1,0 +1,120 @@
+"""Command line: ``flask --app web create-admin`` / ``python -m web.cli create-admin``.
+
+- ``create-admin``: make an administrator account (the first one, or another).
+- ``seed-dev``: in development only, and only while there are no users, make one user
+  per role and print their passwords.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup, with_appcontext
+
+from common.models.accounts import ADMINISTRATOR, APPROVER, OPERATOR, ROLES, STAFF
+from web import accounts
+from web.db import get_db, get_settings
+
+
+def _hasher() -> accounts.PasswordHasher:
+    return accounts.make_hasher(current_app.config.get("ARGON2_PARAMETERS"))
+
+
+@click.command("create-admin")
+@click.option("--username", default="admin", show_default=True, help="Log-in name.")
+@click.option("--display-name", default="", help="Name shown to colleagues.")
+@click.option("--tenant", "tenant_id", default=None,
+              help="Tenant (municipality) id; default: the first configured tenant.")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from standard input instead of prompting.")
+@click.option("--generate", is_flag=True, help="Generate a password and print it once.")
+@with_appcontext
+def create_admin(username: str, display_name: str, tenant_id: str | None,
+                 password_stdin: bool, generate: bool) -> None:
+    """Create an administrator account."""
+    settings = get_settings()
+    db = get_db()
+    tenants = {t.id for t in settings.tenants}
+    tenant_id = tenant_id or settings.tenants[0].id
+    if tenant_id not in tenants:
+        raise click.UsageError(f"unknown tenant {tenant_id!r}; known: {', '.join(sorted(tenants))}")
+    username = username.strip().lower()
+    if not accounts.valid_username(username):
+        raise click.UsageError("the user name must be 3-64 characters: a-z 0-9 . _ -")
+    if accounts.find_user(db, username) is not None:
+        raise click.UsageError(f"user {username!r} already exists")
+    policy = accounts.SecurityPolicy.from_settings(settings)
+    if generate:
+        password = accounts.generate_password()
+    elif password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    problems = accounts.password_problems(password, username, policy)
+    if problems:
+        raise click.UsageError(" ".join(problems))
+    user = accounts.create_user(db, username=username, tenant_id=tenant_id,
+                                roles={ADMINISTRATOR}, password=password, hasher=_hasher(),
+                                settings=settings, display_name=display_name,
+                                must_change_password=False)
+    db.flush()
+    from common import audit
+
+    audit.record(db, audit.Actor(name="cli", tenant_id=tenant_id, source="cli"),
+                 "user.create", object_type="user", object_id=user.id)
+    db.commit()
+    click.echo(f"created administrator {username!r} (tenant {tenant_id})")
+    if generate:
+        click.echo(f"password: {password}")
+
+
+@click.command("seed-dev")
+@with_appcontext
+def seed_dev() -> None:
+    """Development only: one user per role, passwords printed."""
+    settings = get_settings()
+    if settings.site.env != "development":
+        raise click.UsageError("seed-dev only runs when site.env is 'development'")
+    db = get_db()
+    if accounts.user_count(db) > 0:
+        raise click.UsageError("there are users already; seed-dev only fills an empty database")
+    tenant = settings.tenants[0].id
+    endpoints = list(accounts.operator_endpoints(settings))
+    extensions = list(accounts.staff_extensions(settings, tenant))
+    names = {OPERATOR: "オペレーター 一郎", STAFF: "職員 花子", "supervisor": "監督者 次郎",
+             ADMINISTRATOR: "管理者 三郎", APPROVER: "承認者 四郎"}
+    click.echo(f"development users (tenant {tenant}):")
+    for role in ROLES:
+        password = accounts.generate_password()
+        accounts.create_user(
+            db, username=role, tenant_id=tenant, roles={role}, password=password,
+            hasher=_hasher(), settings=settings, display_name=names[role],
+            sip_endpoint=endpoints[0] if role == OPERATOR and endpoints else None,
+            extension=extensions[0] if role == STAFF and extensions else None,
+            must_change_password=False)
+        click.echo(f"  {role:<14} password: {password}")
+    db.commit()
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(create_admin)
+    app.cli.add_command(seed_dev)
+
+
+def _make_app() -> Flask:
+    from web import create_app
+
+    return create_app()
+
+
+cli = FlaskGroup(create_app=_make_app, add_default_commands=False)
+
+
+def main() -> None:
+    cli.main(prog_name="python -m web.cli")
+
+
+if __name__ == "__main__":
+    main()
