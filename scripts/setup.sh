@@ -36,8 +36,13 @@ stamp=.venv/.installed-$what
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   extra=""
   [ "$what" = "test" ] && extra="[test]"
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".$extra"
+  echo "setup: installing Python packages into .venv"
+  if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+         .venv/bin/python -m pip install -q -e ".$extra"; } >.venv/pip.log 2>&1; then
+    cat .venv/pip.log >&2
+    echo "setup: pip install failed (log above, also in .venv/pip.log)" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
 

@@ -297,14 +297,24 @@ class AsteriskInstance:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Provide Asterisk 22 for Madoguchi")
-    parser.add_argument("action", choices=["provide", "version"])
+    parser.add_argument("action", choices=["provide", "version", "stop"])
+    parser.add_argument("--instance", default="dev", help="instance to stop (default: dev)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        install = provide(load_settings(), build=args.action == "provide")
+        settings = load_settings()
+        install = provide(settings, build=args.action == "provide")
     except (SettingsError, AsteriskUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.action == "stop":
+        instance = AsteriskInstance(install, settings, args.instance)
+        if instance.responding():
+            instance.cli("core stop now")
+            print(f"stopped Asterisk instance {args.instance}")
+        if install.root is not None:
+            _unmount_proc(install.root)
+        return 0
     print(install.version)
     return 0
 

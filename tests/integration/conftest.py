@@ -190,7 +190,8 @@ class SippResult:
 def run_sipp(settings: Settings, scenario: str, service: str, workdir: Path, *,
              calls: int = 1, rate: float = 1.0, keys: dict[str, str] | None = None,
              timeout: float = 60.0, local_ip: str = CALLER_IP,
-             duration_ms: int | None = None, background: bool = False) -> SippResult | subprocess.Popen[str]:
+             duration_ms: int | None = None,
+             background: bool = False) -> SippResult | subprocess.Popen[str]:
     """Run a SIPp scenario from tests/sipp against the test Asterisk."""
     port = free_port(__import__("socket").SOCK_DGRAM)
     media = free_port(__import__("socket").SOCK_DGRAM)

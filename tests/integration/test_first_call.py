@@ -12,7 +12,7 @@ from common.bus import read_events
 from common.db import make_engine, session_factory
 from common.events import decode
 from common.keys import Keys
-from common.models import Call, CallEvent
+from common.models import Call
 from common.settings import Settings
 from stack.asterisk import AsteriskInstance
 from tests.conftest import wait_until

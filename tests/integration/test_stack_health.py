@@ -14,7 +14,7 @@ from common.models import HealthSample
 from common.settings import Settings, settings_override
 from stack.asterisk import AsteriskInstance
 from tests.conftest import wait_until
-from tests.integration.conftest import Processes, Proc
+from tests.integration.conftest import Proc, Processes
 from web import create_app
 from web.db import resources
 

@@ -1,0 +1,216 @@
+"""Start the whole system on its embedded defaults and keep it running (``make run``).
+
+Asterisk 22 (host package or the cached Debian root file system), Redis (the configured
+one, or a private redis-server when none answers on the default local address), the
+database schema, then ari_app, kiosk_bridge, web, an rq worker and the rq cron
+scheduler as child processes. A child that dies is restarted with backoff. Ctrl-C (or
+SIGTERM) stops everything in reverse order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import redis
+
+from common.db import DatabaseUnavailable, init_schema, make_engine
+from common.logging_ import setup_logging
+from common.settings import PROJECT_ROOT, Settings, SettingsError, load_settings, to_environ
+from stack.asterisk import AsteriskInstance, AsteriskStartError, AsteriskUnavailable, provide
+from stack.render import phones
+
+logger = logging.getLogger("stack")
+
+CHILDREN = (
+    ("ari_app", ["-m", "ari_app.main"]),
+    ("kiosk_bridge", ["-m", "kiosk_bridge.main"]),
+    ("web", ["-m", "web.main"]),
+    ("worker", ["-m", "reports.worker"]),
+    ("cron", ["-m", "reports.worker", "cron"]),
+)
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    log: Path
+    env: dict[str, str]
+    popen: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = field(default=0.0)
+
+    def start(self) -> None:
+        fh = self.log.open("ab")
+        self.popen = subprocess.Popen([sys.executable, *self.args], cwd=PROJECT_ROOT,
+                                      env=self.env, stdout=fh, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL)
+        fh.close()
+        self.started_at = time.monotonic()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        self.popen.terminate()
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
+
+
+class Stop(Exception):
+    """Ctrl-C or SIGTERM."""
+
+
+def _raise_stop(_signum: int, _frame: object) -> None:
+    raise Stop
+
+
+def ensure_redis(settings: Settings, logdir: Path) -> subprocess.Popen[bytes] | None:
+    """Use the configured Redis; start a private one if it is local and not running."""
+    client = redis.Redis.from_url(settings.redis.url, socket_connect_timeout=2)
+    try:
+        client.ping()
+        return None
+    except redis.RedisError:
+        pass
+    finally:
+        client.close()
+    url = urlparse(settings.redis.url)
+    if url.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise SystemExit(f"Redis at {settings.redis.url} does not answer; start it or fix "
+                         "redis.url (MADOGUCHI_REDIS__URL)")
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed: run `make setup`")
+    port = url.port or 6379
+    logger.info("starting redis-server on 127.0.0.1:%d", port)
+    proc = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(settings.data_dir),
+         "--save", "60 1", "--appendonly", "no", "--logfile", str(logdir / "redis.log")],
+        stdin=subprocess.DEVNULL)
+    client = redis.Redis.from_url(settings.redis.url)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            client.ping()
+            client.close()
+            return proc
+        except redis.RedisError:
+            time.sleep(0.1)
+    raise SystemExit(f"redis-server did not start; see {logdir / 'redis.log'}")
+
+
+def banner(settings: Settings, asterisk: AsteriskInstance | None) -> str:
+    ast = settings.asterisk
+    lines = ["", "Madoguchi is running. Ctrl-C stops everything.", ""]
+    lines.append(f"  Web console and health page: http://{settings.web.bind}:{settings.web.port}/"
+                 f"  (health: /health)")
+    lines.append(f"  Softphones: SIP/UDP {ast.sip_bind}:{ast.sip_port}, codec G.711; "
+                 "register as one of:")
+    for phone in phones(settings)[:3]:
+        lines.append(f"    {phone.kind:<8} user {phone.id:<10} extension {phone.extension}"
+                     f"  password {phone.password}")
+    lines.append(f"    ... all phones: python -m stack.phones  (from {settings.data_dir})")
+    dids = ", ".join(d for s in settings.services for d in s.dids)
+    lines.append(f"  Test caller: calls from {', '.join(settings.trunk.match)} are the carrier "
+                 f"trunk; DIDs: {dids}")
+    lines.append(f"    e.g. sipp 127.0.0.1:{ast.sip_port} -sf tests/sipp/uac_pcap_wait_bye.xml "
+                 f"-s {settings.services[0].dids[0] if settings.services[0].dids else ''} "
+                 "-i 127.0.0.2 -mi 127.0.0.2 -key caller 0901234567 -m 1")
+    if asterisk is not None:
+        cli = " ".join(asterisk.install.command("-C", asterisk.conf, "-r"))
+        lines.append(f"  Asterisk CLI: {cli}")
+    lines.append(f"  Logs: {settings.data_dir / 'log'}")
+    return "\n".join(lines) + "\n"
+
+
+def run() -> int:
+    setup_logging("stack")
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        logger.error("%s", exc)
+        return 2
+    logdir = settings.data_dir / "log"
+    logdir.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
+
+    redis_proc: subprocess.Popen[bytes] | None = None
+    asterisk: AsteriskInstance | None = None
+    children: list[Child] = []
+    try:
+        redis_proc = ensure_redis(settings, logdir)
+        engine = make_engine(settings.database_url)
+        try:
+            init_schema(engine)
+        except DatabaseUnavailable as exc:
+            logger.error("%s", exc)
+            return 2
+        finally:
+            engine.dispose()
+        if settings.asterisk.mode != "external":
+            install = provide(settings, build=True)
+            logger.info("Asterisk: %s (%s)", install.version, install.kind)
+            asterisk = AsteriskInstance(install, settings, "dev")
+            asterisk.start()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MADOGUCHI_")}
+        env.update(to_environ(settings))
+        env["PYTHONUNBUFFERED"] = "1"
+        for name, args in CHILDREN:
+            child = Child(name, args, logdir / f"{name}.log", env)
+            child.start()
+            children.append(child)
+        print(banner(settings, asterisk), flush=True)
+        while True:
+            time.sleep(0.5)
+            now = time.monotonic()
+            for child in children:
+                assert child.popen is not None
+                code = child.popen.poll()
+                if code is None:
+                    if now - child.started_at > 60:
+                        child.restarts = 0
+                    continue
+                if child.next_start == 0.0:
+                    delay = min(30.0, 1.0 * 2 ** child.restarts)
+                    logger.error("%s exited with status %s; restarting in %.0f s (log: %s)",
+                                 child.name, code, delay, child.log)
+                    child.next_start = now + delay
+                elif now >= child.next_start:
+                    child.restarts += 1
+                    child.next_start = 0.0
+                    child.start()
+    except Stop:
+        logger.info("stopping")
+        return 0
+    except (AsteriskUnavailable, AsteriskStartError) as exc:
+        logger.error("%s", exc)
+        return 2
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for child in reversed(children):
+            child.stop()
+        if asterisk is not None:
+            asterisk.stop()
+        if redis_proc is not None:
+            redis_proc.terminate()
+            redis_proc.wait(10)
+        logger.info("stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(run())

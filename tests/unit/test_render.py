@@ -1,0 +1,72 @@
+"""The Asterisk configuration is rendered from the same settings the Python side uses."""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+
+from common.prompts import load_prompts
+from common.settings import load_settings, settings_override
+from stack.render import InstancePaths, phones, render
+
+
+def conf(path: Path) -> str:
+    return path.read_text()
+
+
+def test_rendered_configuration_matches_the_settings(tmp_path: Path) -> None:
+    s = load_settings({"MADOGUCHI_SITE__DATA_DIR": str(tmp_path / "data")})
+    s = settings_override(s, asterisk={"sip_port": 5999, "http_port": 8999, "ami_port": 5999})
+    out = tmp_path / "etc"
+    written = {p.name for p in render(s, out, InstancePaths("/srv/x", "/usr/lib/mods"))}
+    assert {"pjsip.conf", "extensions.conf", "ari.conf", "http.conf", "manager.conf",
+            "queues.conf", "rtp.conf", "musiconhold.conf", "asterisk.conf"} <= written
+    for name in written:
+        assert (out / name).stat().st_mode & 0o777 == 0o600  # credentials inside
+
+    http = conf(out / "http.conf")
+    assert "bindaddr=127.0.0.1" in http and "bindport=8999" in http
+    ari = conf(out / "ari.conf")
+    assert f"[{s.asterisk.ari_user}]" in ari and f"password={s.asterisk.ari_password}" in ari
+    manager = conf(out / "manager.conf")
+    assert f"secret={s.asterisk.ami_secret}" in manager and "bindaddr=127.0.0.1" in manager
+    assert "deny=0.0.0.0/0.0.0.0" in manager
+
+    pjsip = conf(out / "pjsip.conf")
+    assert "bind=127.0.0.1:5999" in pjsip
+    assert "match=127.0.0.2" in pjsip and "type=identify" in pjsip
+    assert "anonymous" not in pjsip.split("No anonymous endpoint")[1].lower()
+    for phone in phones(s):
+        assert f"[{phone.id}](phone-tpl)" in pjsip
+        assert f"password={phone.password}" in pjsip
+
+    ext = conf(out / "extensions.conf")
+    for svc in s.services:
+        for did in svc.dids:
+            assert f"exten => {did},1" in ext
+        assert f"mado-fallback,{svc.queue},1" in ext or not svc.dids
+        assert f"Queue({svc.queue}," in ext
+    assert f"Stasis({s.asterisk.ari_app},inbound)" in ext
+    assert 'GotoIf($["${STASISSTATUS}" = "FAILED"]' in ext
+    for name, spec in load_prompts().items():
+        assert f"PROMPT_{name.upper()}={spec['fallback']}" in ext
+
+    queues = configparser.ConfigParser(strict=False, interpolation=None)
+    queues.read_string(conf(out / "queues.conf"))
+    assert set(queues.sections()) == {"general"} | {svc.queue for svc in s.services}
+    assert queues["citizens"]["strategy"] == "rrmemory"
+    assert "unavailable" in queues["citizens"]["joinempty"]
+
+
+def test_city_recording_replaces_the_fallback(tmp_path: Path) -> None:
+    custom = tmp_path / "sounds"
+    custom.mkdir()
+    (custom / "greeting.wav").write_bytes(b"RIFF....WAVEfmt ")
+    s = load_settings({"MADOGUCHI_SITE__DATA_DIR": str(tmp_path / "data"),
+                       "MADOGUCHI_PROMPTS__CUSTOM_DIR": str(custom)})
+    sounds = tmp_path / "inst-sounds"
+    render(s, tmp_path / "etc", InstancePaths("/srv/x", "/m"), host_sounds_dir=sounds)
+    ext = (tmp_path / "etc" / "extensions.conf").read_text()
+    assert "PROMPT_GREETING=/srv/x/sounds/greeting" in ext
+    assert (sounds / "greeting.wav").exists()
+    assert "PROMPT_GOODBYE=vm-goodbye" in ext
