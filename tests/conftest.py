@@ -57,7 +57,8 @@ def redis_server() -> Iterator[str]:
     """A private real redis-server on a free loopback port for the whole session."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.fail("redis-server is not installed: run `make setup` (apt-get install redis-server)")
+        pytest.fail("redis-server is not installed: run `make setup` "
+                    "(apt-get install redis-server)")
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="mado-redis-")
     proc = subprocess.Popen(
