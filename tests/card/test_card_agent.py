@@ -6,11 +6,13 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
 from kiosk_agent import apdu
 from kiosk_agent.card import PcscCardReader
+from kiosk_agent.exceptions import WrongPin
 from kiosk_agent.pin import Pin
 from kiosk_agent.testing.emulator import (
     CardProfile,
@@ -21,12 +23,14 @@ from kiosk_agent.testing.emulator import (
 )
 from kiosk_agent.testing.pcsc_stack import PrivatePcscd
 
-from .conftest import AgentClient, Slot, wait_for_card
+from .conftest import AgentClient, AgentProcess, Slot, wait_for_card
 
 pytestmark = pytest.mark.pcsc
 
 PIN = "1234"
 WRONG = "9999"
+
+StartAgent = Callable[..., AgentProcess]
 
 
 def verify_with_data(card: VirtualMyNumberCard) -> list[bytes]:
@@ -226,7 +230,7 @@ def test_no_reader_with_that_name(pcsc: PrivatePcscd, slot: Slot) -> None:
     assert status.pcsc is True and status.reader is None and status.card is False
 
 
-def test_no_reader_at_all(agent_process) -> None:  # type: ignore[no-untyped-def]
+def test_no_reader_at_all(agent_process: StartAgent) -> None:
     """A real pcscd with no reader drivers configured: PC/SC reports no readers."""
     with PrivatePcscd(with_vpcd=False) as empty:
         running = agent_process(empty.socket_path)
@@ -241,7 +245,7 @@ def test_no_reader_at_all(agent_process) -> None:  # type: ignore[no-untyped-def
         assert running.client.read(PIN).body["error"] == "no-reader"
 
 
-def test_reader_service_gone(agent_process) -> None:  # type: ignore[no-untyped-def]
+def test_reader_service_gone(agent_process: StartAgent) -> None:
     """pcscd stops while the kiosk is up (vpcd readers cannot be hot-unplugged, so the
     whole reader stack going away stands in for an unplugged reader)."""
     stack = PrivatePcscd().start()
@@ -276,16 +280,16 @@ def test_pin_wiped_and_never_logged(reader: PcscCardReader, slot: Slot,
     assert pin.wiped
     assert "番号" not in repr(items)
     wrong = Pin(bytearray(b"2468"))
-    with pytest.raises(Exception) as info:
+    with pytest.raises(WrongPin) as info:
         reader.read_basic_four(wrong)
     assert wrong.wiped
     text = caplog.text + str(info.value) + repr(info.value) + json.dumps(
-        info.value.to_dict())  # type: ignore[attr-defined]
+        info.value.to_dict(), ensure_ascii=False)
     for secret in ("8642", "2468", "38363432", "32343638", "38 36 34 32"):
         assert secret not in text
 
 
-def test_agent_process_does_not_log_pin(agent_process, pcsc: PrivatePcscd,  # type: ignore[no-untyped-def]
+def test_agent_process_does_not_log_pin(agent_process: StartAgent, pcsc: PrivatePcscd,
                                         slot: Slot) -> None:
     slot.insert(CardProfile(pin="7531"))
     running = agent_process(pcsc.socket_path, "--reader", pcsc.reader(0))
