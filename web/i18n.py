@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Flask, request, session
+from flask import Flask, has_request_context, request, session
 from flask_babel import Babel
 
 from common.settings import Settings
@@ -21,14 +21,16 @@ LANG_PARAM = "lang"
 
 
 def select_locale() -> str:
+    from web.db import get_settings
+
+    if not has_request_context():  # CLI commands: the site's language
+        return get_settings().site.language
     wanted = request.args.get(LANG_PARAM)
     if wanted in LANGUAGES:
         return wanted
     stored = session.get("lang") if _session_ready() else None
     if stored in LANGUAGES:
         return str(stored)
-    from web.db import get_settings
-
     return get_settings().site.language
 
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -85,6 +84,3 @@ def test_security_headers_on_health(client: FlaskClient) -> None:
     assert resp.headers["Referrer-Policy"] == "same-origin"
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
 
-
-def test_redis_client_is_closed_after_use(app: Flask) -> None:
-    assert isinstance(resources(app).redis, redis.Redis)

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from flask import Flask
+from sqlalchemy import select
+
+from common.models.accounts import ROLES, User
+from common.settings import Settings, settings_override
+from tests.web.conftest import FAST_ARGON2, audit_rows, login
+from web import create_app
+from web.db import resources
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _users(app: Flask) -> list[User]:
+    with resources(app).factory() as db:
+        rows = list(db.scalars(select(User).order_by(User.id)))
+        for r in rows:
+            _ = r.roles
+        return rows
+
+
+def test_create_admin_prompts_for_password(app: Flask) -> None:
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["create-admin", "--username", "Chief"],
+                           input="a-long-admin-secret-1\na-long-admin-secret-1\n")
+    assert result.exit_code == 0, result.output
+    assert "a-long-admin-secret-1" not in result.output.replace("Password", "")
+    [user] = _users(app)
+    assert user.username == "chief" and user.roles == {"administrator"}
+    assert user.tenant_id == "city" and not user.must_change_password
+    assert login(app.test_client(), "chief", "a-long-admin-secret-1").status_code == 302
+    [row] = audit_rows(app, action="user.create")
+    assert row.source == "cli"
+
+
+def test_create_admin_refuses_bad_input(app: Flask) -> None:
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["create-admin", "--password-stdin"], input="short\n")
+    assert result.exit_code != 0 and "12" in result.output
+    result = runner.invoke(args=["create-admin", "--tenant", "nowhere", "--generate"])
+    assert result.exit_code != 0 and "unknown tenant" in result.output
+    result = runner.invoke(args=["create-admin", "--username", "x", "--generate"])
+    assert result.exit_code != 0
+    assert runner.invoke(args=["create-admin", "--generate"]).exit_code == 0
+    result = runner.invoke(args=["create-admin", "--generate"])
+    assert result.exit_code != 0 and "already exists" in result.output
+    result = runner.invoke(args=["create-admin", "--username", "townchief", "--tenant", "town",
+                                 "--generate"])
+    assert result.exit_code == 0 and "password: " in result.output
+    assert {u.tenant_id for u in _users(app)} == {"city", "town"}
+
+
+def test_seed_dev(app: Flask) -> None:
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["seed-dev"])
+    assert result.exit_code == 0, result.output
+    users = {u.username: u for u in _users(app)}
+    assert set(users) == set(ROLES)
+    assert users["operator"].sip_endpoint == "op01" and users["operator"].extension == "1001"
+    assert users["staff"].extension == "2001" and users["staff"].department_id == "koseki"
+    line = next(ln for ln in result.output.splitlines() if ln.strip().startswith("approver"))
+    password = line.split("password:")[1].strip()
+    assert login(app.test_client(), "approver", password).status_code == 302
+    again = runner.invoke(args=["seed-dev"])
+    assert again.exit_code != 0 and "users already" in again.output
+
+
+def test_seed_dev_refused_in_production(web_settings: Settings) -> None:
+    prod = settings_override(web_settings, site={"env": "production"})
+    app = create_app({"TESTING": True, "ARGON2_PARAMETERS": FAST_ARGON2}, settings=prod)
+    try:
+        result = app.test_cli_runner().invoke(args=["seed-dev"])
+        assert result.exit_code != 0 and "development" in result.output
+        assert _users(app) == []
+    finally:
+        resources(app).engine.dispose()
+        resources(app).redis.close()
+
+
+def test_python_dash_m_web_cli(web_settings: Settings, tmp_path: Path) -> None:
+    """The module entry point runs the same commands on the configured database."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "MADOGUCHI_SITE__DATA_DIR": str(tmp_path / "data"),
+        "MADOGUCHI_REDIS__URL": web_settings.redis.url,
+        "MADOGUCHI_DATABASE__URL": web_settings.database.url,
+    }
+    proc = subprocess.run([sys.executable, "-m", "web.cli", "create-admin", "--generate"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "created administrator 'admin'" in proc.stdout
