@@ -14,7 +14,7 @@ import re
 _D = r"[0-9０-９]"
 _SEP = r"[-‐－―ー−\s]"
 _KD = "〇零一二三四五六七八九十"  # kanji digits
-_SPOKEN = r"(?:ゼロ|れい|まる|いち|に|さん|よん|し|ご|ろく|なな|しち|はち|きゅう|く)"
+_SPOKEN = r"(?:ゼロ|ぜろ|れい|まる|いち|に|さん|よん|し|ご|ろく|なな|しち|はち|きゅう|く)"
 
 _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     # Name after a self-introduction or a question about it.
