@@ -13,6 +13,7 @@ import re
 
 _D = r"[0-9０-９]"
 _SEP = r"[-‐－―ー−\s]"
+_HY = r"[-‐－―ー−]"
 _KD = "〇零一二三四五六七八九十"  # kanji digits
 _SPOKEN = r"(?:ゼロ|ぜろ|れい|まる|いち|に|さん|よん|し|ご|ろく|なな|しち|はち|きゅう|く)"
 
@@ -35,10 +36,10 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(rf"〒?\s*(?<!{_D}){_D}{{3}}[-‐－ー]{_D}{{4}}(?!{_D})"), "［郵便番号］"),
     # Addresses: [prefecture][city/ward/town] ... number + 丁目/番地/番/号 or 1-2-3.
     (re.compile(r"(?:[一-龥ぁ-んァ-ヶ]{1,5}[都道府県])?(?:[一-龥ァ-ヶ]{1,8}[市区町村郡])*"
-                rf"[一-龥ぁ-んァ-ヶ]{{0,10}}?(?:{_D}+|[{_KD}]+)\s*(?:丁目|番地|番|号|{_SEP})"
-                rf"(?:\s*(?:{_D}+|[{_KD}]+)\s*(?:丁目|番地|番|号|{_SEP}|の)?)*"),
+                rf"[一-龥ぁ-んァ-ヶ]{{0,10}}?(?:{_D}+|[{_KD}]+)\s*(?:丁目|番地|番|号|{_HY}\s*{_D})"
+                rf"(?:\s*(?:{_D}+|[{_KD}]+)\s*(?:丁目|番地|番|号|{_HY}|の)?)*"),
      "［住所］"),
-    (re.compile(r"(住所は|住まいは|住んでいるのは)\s*[^。、,.\n]{2,40}"), r"\1［住所］"),
+    (re.compile(r"(住所は|住まいは|住んでいるのは)\s*[^\s。、,.\n［]{2,40}"), r"\1［住所］"),
     # Any other run of 4+ digits (PINs, card, account and insurance numbers).
     (re.compile(rf"{_D}(?:{_SEP}?{_D}){{3,}}"), "［数字］"),
     # Digits spoken one by one ("ぜろきゅうぜろ...", "〇九〇一二三四") in transcripts.

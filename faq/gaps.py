@@ -29,6 +29,10 @@ from faq.textnorm import normalize, readable
 PLACEHOLDER_ANSWER = "（回答を記入してください。問い合わせから自動で作った候補です。）"
 GAP_CATEGORY = "未分類（問い合わせから抽出）"
 
+_LABEL = re.compile(r"\[(氏名|日付|個人番号|電話番号|郵便番号|住所|数字)\]")
+# Where a spoken question ends ("...できます か", "...教えて ください").
+_QUESTION_END = re.compile(
+    r"(?:ですか|ますか|でしょうか|ませんか|か|ください|たいです|たい)(?=\s|$)")
 _SENTENCE = re.compile(r"[。？?！!\n]+")
 _CUE = re.compile(
     r"(ですか|ますか|でしょうか|ませんか|んですけど|んですが|んですけれども|たいんです|"
@@ -65,7 +69,12 @@ def extract_question(text: str, max_chars: int = 120) -> str:
     if not sentences:
         return ""
     chosen = next((s for s in sentences if _CUE.search(s)), sentences[0])
-    question = readable(mask_personal_data(chosen)).strip()
+    end = _QUESTION_END.search(chosen, pos=min(6, len(chosen)))
+    if end is not None:
+        chosen = chosen[:end.end()]
+    # Mask before dropping spaces (word boundaries help); NFKC then folds the labels'
+    # brackets, which are restored.
+    question = _LABEL.sub(r"［\1］", readable(mask_personal_data(chosen))).strip()
     return question[:max_chars]
 
 

@@ -145,7 +145,8 @@ class IndexedItem:
                    channels=content.channels, kind=kind,
                    title=content.title, category=content.category,
                    department=content.department, keywords=tuple(content.keywords),
-                   procedures=tuple(content.procedures))
+                   procedures=tuple(content.procedures),
+                   snippet=make_snippet(content.body or _sections_text(content)))
 
     def flat_keywords(self) -> list[str]:
         out: list[str] = []
@@ -328,6 +329,10 @@ def _scores(bm25: Any, tokens: list[str], n: int) -> np.ndarray:
     if not ids:
         return np.zeros(n, dtype=np.float32)
     return np.asarray(bm25.get_scores_from_ids(ids), dtype=np.float32)
+
+
+def _sections_text(content: Content) -> str:
+    return " ".join(f"{heading} {body}" for heading, body in content.sections)
 
 
 def make_snippet(body: str, limit: int = SNIPPET_CHARS) -> str:

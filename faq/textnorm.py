@@ -18,8 +18,8 @@ FILLERS = (
     "えーっと", "えーと", "えっと", "ええと", "えーー", "えー", "ええ", "え",
     "あのー", "あのう", "あの", "あー", "あっ", "あ", "うーん", "うーんと", "うん", "んー",
     "まあ", "まー", "なんか", "なんですけど", "ちょっと", "その", "そのー", "もしもし",
-    "はい", "すみません", "すいません", "すみませんが", "ねえ", "ねー", "ほら", "こう",
-    "あのですね", "えーとですね", "ですね", "ですねえ", "でね", "で", "あと",
+    "はい", "すみません", "すいません", "すみませんが", "ねえ", "ねー", "ほら",
+    "あのですね", "えーとですね", "ですね", "ですねえ", "でね",
 )
 _FILLER_SET = frozenset(FILLERS)
 _FILLER_PREFIX = re.compile(
@@ -27,6 +27,7 @@ _FILLER_PREFIX = re.compile(
                               key=len, reverse=True)) + r")+(?=.{2,})")
 _PUNCT = re.compile(r"[\s、。，．,.!?！？「」『』（）()【】\[\]・:：;；\"'“”‘’…〜~]+")
 _SPACE = re.compile(r"\s+")
+_PARTICLES = "のをがはにでとへもや"
 
 
 def fold(text: str) -> str:
@@ -96,8 +97,9 @@ def matched_terms(query_norm: str, target_norm: str, min_len: int = 2) -> list[s
                 best = j - i
                 break
         if best >= min_len:
-            term = query_norm[i:i + best]
-            if not all(_kind(c) == "h" for c in term) or best >= 3:
+            term = query_norm[i:i + best].strip(_PARTICLES)
+            if len(term) >= min_len and (not all(_kind(c) == "h" for c in term)
+                                         or len(term) >= 3):
                 found.append(term)
             i += best
         else:
