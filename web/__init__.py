@@ -34,8 +34,8 @@ def create_app(test_config: dict[str, Any] | None = None,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_PATH="/",
-        JSON_SORT_KEYS=False,
     )
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep "status" first
     if test_config is not None:
         app.config.from_mapping(test_config)
     if not app.config["SECRET_KEY"]:

@@ -66,7 +66,8 @@ def _rebuild() -> None:  # pragma: no cover - developer tool
     cfg = root / "babel.cfg"
     babel = [sys.executable, "-m", "babel.messages.frontend"]
     subprocess.run([*babel, "extract", "-F", str(cfg), "-k", "_l", "-o", str(pot),
-                    "--no-location", "--omit-header", str(root)], check=True)
+                    "--no-location", "--project", "Madoguchi",
+                    "--copyright-holder", "Madoguchi contributors", str(root)], check=True)
     subprocess.run([*babel, "update", "-i", str(pot), "-d", str(root / "translations"),
                     "-l", "ja", "--no-fuzzy-matching"], check=True)
     subprocess.run([*babel, "compile", "-d", str(root / "translations"), "-l", "ja"],
