@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from faq.search import Encoder, IndexedItem, SearchIndex, Suggestion
+from faq.search import Encoder, IndexedItem, SearchIndex, Suggestion, limit_blas_threads
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,9 @@ class FaqSearch:
     """A long-lived searcher for one process: non-blocking suggest, background reloads."""
 
     def __init__(self, client: redis.Redis, encoder: Encoder | None, prefix: str = "mado",
-                 check_interval: float = 2.0) -> None:
+                 check_interval: float = 2.0, blas_threads: int | None = 1) -> None:
+        if blas_threads is not None:
+            limit_blas_threads(blas_threads)
         self._client = client
         self._encoder = encoder
         self._prefix = prefix
