@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from flask import Flask, Request, Response
+from flask import Flask, Request, Response, request
 from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.datastructures import CallbackDict
 
@@ -35,6 +35,15 @@ logger = logging.getLogger(__name__)
 
 SID_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 META = "_meta"
+
+#: Endpoints whose requests do not count as activity: a status page left open (it
+#: refreshes itself) must not keep a session alive past its idle timeout.
+PASSIVE_ENDPOINTS: set[str] = {"static", "health.health_page", "health.health_json"}
+
+
+def mark_passive(endpoint: str) -> None:
+    """Let requests to ``endpoint`` (e.g. an event stream) leave the idle clock alone."""
+    PASSIVE_ENDPOINTS.add(endpoint)
 
 
 @dataclass(frozen=True)
@@ -136,6 +145,9 @@ class RedisSessionInterface(SessionInterface):
             logger.warning("session not saved, session store unavailable: %s", exc)
 
     def _save(self, app: Flask, session: RedisSession, response: Response) -> None:
+        if (session.sid is not None and not session.modified
+                and request.endpoint in PASSIVE_ENDPOINTS):
+            return
         name = self.get_cookie_name(app)
         domain = self.get_cookie_domain(app)
         path = self.get_cookie_path(app)

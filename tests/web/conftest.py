@@ -25,7 +25,7 @@ from common.settings import Department, Settings, Tenant
 from web import accounts, create_app
 from web.db import resources
 
-CSRF_RE = re.compile(r'name="csrf-token" content="([^"]+)"')
+CSRF_RE = re.compile(r'name="csrf-token" content="([^"]+)"|name="csrf_token" value="([^"]+)"')
 PASSWORD = "correct-horse-battery-7"
 FAST_ARGON2 = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
 
@@ -73,7 +73,7 @@ def csrf(client: FlaskClient, path: str = "/") -> str:
     page = client.get(path).get_data(as_text=True)
     match = CSRF_RE.search(page)
     assert match, f"no CSRF token on {path}"
-    return match.group(1)
+    return match.group(1) or match.group(2)
 
 
 MakeUser = Callable[..., User]

@@ -150,3 +150,27 @@ def test_pages_needing_login_answer_503_without_redis(web_settings: Settings) ->
         assert "一時的に利用できません" in client.get("/auth/login").get_data(as_text=True)
     finally:
         resources(app).engine.dispose()
+
+
+def test_anonymous_pages_without_forms_make_no_session(client: FlaskClient,
+                                                       rds: redis.Redis) -> None:
+    for path in ("/", "/health", "/health.json"):
+        client.get(path)
+    assert list(rds.scan_iter(match="mado:session:*")) == []
+    client.get("/auth/login")  # the form needs a CSRF token, so a session
+    assert len(list(rds.scan_iter(match="mado:session:*"))) == 1
+
+
+def test_status_page_left_open_does_not_keep_the_session_alive(
+        client: FlaskClient, make_user: MakeUser, rds: redis.Redis) -> None:
+    make_user("taro")
+    login(client, "taro")
+    client.get("/auth/account")
+    key, _ = _only_session(rds)
+    _age(rds, key, last=time.time() - 20 * 60)
+    client.get("/health")
+    client.get("/health.json")
+    client.get("/static/css/app.css").close()
+    assert time.time() - _only_session(rds)[1]["_meta"]["last"] > 19 * 60
+    client.get("/auth/account")
+    assert time.time() - _only_session(rds)[1]["_meta"]["last"] < 5
