@@ -147,3 +147,48 @@ def test_login_required_checks_tenant(tenant_app: Flask, make_user: MakeUser) ->
 def test_json_clients_get_401_not_a_redirect(tenant_app: Flask) -> None:
     resp = tenant_app.test_client().get("/probe/any", headers={"Accept": "application/json"})
     assert resp.status_code == 401 and resp.get_json()["error"] == "401"
+
+
+def test_every_post_route_refuses_a_missing_csrf_token(app: Flask,
+                                                       admin_client: FlaskClient,
+                                                       make_user: MakeUser) -> None:
+    target = make_user("taro")
+    posts = sorted(r.rule.replace("<int:user_id>", str(target.id))
+                   for r in app.url_map.iter_rules() if "POST" in (r.methods or ()))
+    assert len(posts) >= 13
+    for path in posts:
+        resp = admin_client.post(path, data={"username": "x", "password": "y"})
+        assert resp.status_code == 400, path
+        assert "フォームの有効期限が切れました" in resp.get_data(as_text=True), path
+    assert admin_client.get("/admin/users").status_code == 200  # nothing was done
+    with resources(app).factory() as db:
+        from common.models.accounts import User
+
+        user = db.get(User, target.id)
+        assert user is not None and user.active and not user.must_change_password
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", "/auth/account"), ("GET", "/auth/password"), ("POST", "/auth/password"),
+    ("GET", "/auth/totp/setup"), ("POST", "/auth/totp/setup"), ("POST", "/auth/totp/disable"),
+])
+def test_own_account_routes_need_login(client: FlaskClient, method: str, path: str) -> None:
+    token = csrf(client, "/auth/login")
+    resp = client.open(path, method=method, data={"csrf_token": token})
+    if method == "GET":
+        assert resp.status_code == 302 and resp.headers["Location"].startswith("/auth/login")
+    else:
+        assert resp.status_code == 401
+
+
+def test_start_page(client: FlaskClient, make_user: MakeUser) -> None:
+    page = client.get("/").get_data(as_text=True)
+    assert 'href="/auth/login"' in page and "ログインしてください" in page
+    make_user("admin", {"administrator"})
+    login(client, "admin")
+    page = client.get("/").get_data(as_text=True)
+    assert 'href="/admin/users"' in page and 'href="/admin/audit"' in page
+    operator = client.application.test_client()
+    make_user("op", {"operator"})
+    login(operator, "op")
+    assert 'href="/admin/users"' not in operator.get("/").get_data(as_text=True)
