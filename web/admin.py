@@ -25,6 +25,7 @@ from flask import (
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from common import audit
@@ -166,7 +167,12 @@ def user_new() -> Page:
                                 settings=get_settings(), display_name=form.display_name,
                                 sip_endpoint=form.sip_endpoint, extension=form.extension,
                                 must_change_password=True)
-    db.flush()
+    try:
+        db.flush()
+    except IntegrityError:  # created at the same moment by someone else
+        db.rollback()
+        errors["username"] = _("This user name is already taken.")
+        return _form_page("admin/user_new.html", form, errors, 400)
     audit.record(db, _actor(), "user.create", object_type="user", object_id=user.id)
     db.commit()
     return render_template("admin/password_shown.html", user=user,

@@ -290,3 +290,18 @@ def test_audit_log_bad_filters(admin_client: FlaskClient, query: str) -> None:
     if resp.status_code == 400:
         page = resp.get_data(as_text=True)
         assert "年-月-日" in page or "選んでください" in page or "使用できない文字" in page
+
+
+def test_create_user_race_on_the_same_name(app: Flask, admin_client: FlaskClient,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The name is free when checked, taken when saved: a clear message, not a 500."""
+    from web import accounts
+
+    token = csrf(admin_client, "/admin/users/new")
+    real_find = accounts.find_user
+    monkeypatch.setattr(accounts, "find_user", lambda db, name: None)
+    resp = admin_client.post("/admin/users/new", data={
+        "csrf_token": token, "username": "admin", "roles": ["approver"]})
+    monkeypatch.setattr(accounts, "find_user", real_find)
+    assert resp.status_code == 400
+    assert "すでに使われています" in resp.get_data(as_text=True)
