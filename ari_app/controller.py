@@ -7,6 +7,8 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -14,11 +16,14 @@ from redis.exceptions import RedisError
 
 from ari_app.ami import AmiConnection
 from ari_app.ari_ import AriClient
+from ari_app.commands import CommandConsumer
 from ari_app.exceptions import AriError, AriUnavailable
 from ari_app.notifier import Notifier
+from ari_app.queues import QueueManager
 from ari_app.services import CallService
 from ari_app.stasis import StasisDispatcher
-from ari_app.timeline import TimelineStore
+from ari_app.timeline import CalendarStore, TimelineStore
+from common import commands as cmds
 from common.db import init_schema, make_engine, session_factory
 from common.events import ComponentState
 from common.keys import Keys
@@ -28,7 +33,8 @@ logger = logging.getLogger(__name__)
 
 
 class Controller:
-    def __init__(self, settings: Settings, instance: str | None = None) -> None:
+    def __init__(self, settings: Settings, instance: str | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
         self.settings = settings
         self.instance = instance or f"{socket.gethostname()}-{os.getpid()}"
         ast = settings.asterisk
@@ -40,9 +46,18 @@ class Controller:
         self.redis = aioredis.Redis.from_url(settings.redis.url)
         self.engine = make_engine(settings.database_url)
         init_schema(self.engine)
-        self.store = TimelineStore(session_factory(self.engine))
+        factory = session_factory(self.engine)
+        self.store = TimelineStore(factory)
         self.notifier = Notifier(self.redis, self.keys, settings.redis.event_stream_maxlen)
-        self.service = CallService(self.ari, self.store, self.notifier, settings)
+        self.service = CallService(self.ari, self.store, self.notifier, settings,
+                                   CalendarStore(factory), clock=clock)
+        self.queues = QueueManager(self.ami, self.redis, self.keys, self.store, self.notifier,
+                                   settings)
+        self.commands = CommandConsumer(self.redis, self.keys, self.notifier, self.instance)
+        self.commands.register(cmds.AgentLogin, self.queues.login)
+        self.commands.register(cmds.AgentLogout, self.queues.logout)
+        self.commands.register(cmds.AgentPause, self.queues.pause)
+        self.commands.register(cmds.AgentUnpause, self.queues.pause)
         self.dispatcher = StasisDispatcher(self.service)
         self.ari.on_event = self.dispatcher.on_event
         self.ari.on_connect.append(self.resync)
@@ -57,6 +72,7 @@ class Controller:
         self._tasks = [
             asyncio.create_task(self.ari.run(), name="ari-websocket"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self.commands.run(), name="commands"),
         ]
         await self._stopping.wait()
 

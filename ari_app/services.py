@@ -14,12 +14,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from ari_app.ari_ import AriClient
 from ari_app.exceptions import AriError, AriNotFound
 from ari_app.notifier import Notifier
-from ari_app.timeline import NewCall, TimelineStore
+from ari_app.timeline import CalendarStore, NewCall, TimelineStore
 from common.events import CallAnswered, CallArrived, CallEnded, CallPrompt, CallRejected
+from common.hours import HoursDecision, decide
 from common.prompts import load_prompts, variable_name
 from common.settings import Service, Settings
 
@@ -53,11 +55,15 @@ class CallSession:
 
 class CallService:
     def __init__(self, ari: AriClient, store: TimelineStore, notifier: Notifier,
-                 settings: Settings) -> None:
+                 settings: Settings, calendar: CalendarStore,
+                 clock: Callable[[], datetime] | None = None) -> None:
         self.ari = ari
         self.store = store
         self.notifier = notifier
         self.settings = settings
+        self.calendar = calendar
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.tz = ZoneInfo(settings.site.timezone)
         self.prompts: dict[str, str] = {
             name: spec["fallback"] for name, spec in load_prompts().items()
         }
@@ -122,8 +128,25 @@ class CallService:
                         session.call_id, did)
             await self._play(session, "unknown_number", lambda: self._hangup(session))
             return
+        decision = await asyncio.to_thread(self.hours, service)
+        await asyncio.to_thread(self.store.record, session.call_id, "hours", datetime.now(UTC),
+                                decision.as_dict())
+        await asyncio.to_thread(self.store.update_call, session.call_id,
+                                hours_reason=decision.reason)
+        if not decision.open:
+            session.state = "closed"
+            await asyncio.to_thread(self.store.set_outcome, session.call_id, "out_of_hours")
+            logger.info("%s: %s is closed (%s %s); announcing the hours", session.call_id,
+                        service.id, decision.reason, decision.detail)
+            await self._play(session, "out_of_hours", lambda: self._hangup(session))
+            return
         session.state = "greeting"
         await self._play(session, "greeting", lambda: self._to_queue(session))
+
+    def hours(self, service: Service) -> HoursDecision:
+        """Service hours decision now (the clock is injectable for tests)."""
+        return decide(service.hours_rule(), self.clock(), self.tz,
+                      self.calendar.special_days(service.id))
 
     async def _answer(self, session: CallSession) -> None:
         await self.ari.post(f"/channels/{session.channel_id}/answer")

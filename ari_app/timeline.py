@@ -8,7 +8,7 @@ controller calls them through ``asyncio.to_thread``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -17,7 +17,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.db import transaction
-from common.models import Call, CallEvent
+from common.hours import SpecialDay as SpecialDayRule
+from common.hours import parse_time
+from common.models import Call, CallEvent, SpecialDay
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,28 @@ class TimelineStore:
             return self._insert_event(session, call_id, "ended", at,
                                       {"cause": cause, "cause_txt": cause_txt}, "ended", source)
 
+    def ensure_call(self, call: NewCall) -> None:
+        """Create the call row if it does not exist (e.g. queued by the dialplan fallback
+        while ari_app was down, so only AMI saw it)."""
+        with transaction(self._factory) as session:
+            if session.get(Call, call.call_id) is None:
+                session.add(Call(
+                    id=call.call_id, tenant_id=call.tenant_id, service_id=call.service_id,
+                    channel=call.channel, did=call.did, caller=call.caller,
+                    caller_name=call.caller_name, arrived_at=call.arrived_at, status="active"))
+
+    def update_call(self, call_id: str, only_if_null: tuple[str, ...] = (),
+                    **values: Any) -> None:
+        """Set columns of a call; those named in ``only_if_null`` only when still empty."""
+        with transaction(self._factory) as session:
+            call = session.get(Call, call_id)
+            if call is None:
+                return
+            for key, value in values.items():
+                if key in only_if_null and getattr(call, key) is not None:
+                    continue
+                setattr(call, key, value)
+
     def set_outcome(self, call_id: str, outcome: str) -> None:
         with transaction(self._factory) as session:
             session.execute(update(Call).where(Call.id == call_id).values(outcome=outcome))
@@ -94,3 +118,26 @@ class TimelineStore:
     def active_call_ids(self) -> list[str]:
         with self._factory() as session:
             return list(session.scalars(select(Call.id).where(Call.status == "active")))
+
+
+class CalendarStore:
+    """Special open/closed days of each service (edited by administrators)."""
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self._factory = factory
+
+    def special_days(self, service_id: str, around: date | None = None
+                     ) -> dict[date, SpecialDayRule]:
+        start = (around or date.today()) - timedelta(days=2)
+        with self._factory() as session:
+            rows = session.scalars(select(SpecialDay).where(
+                SpecialDay.service_id == service_id, SpecialDay.day >= start,
+                SpecialDay.day <= start + timedelta(days=45)))
+            return {
+                row.day: SpecialDayRule(
+                    day=row.day, open=row.open,
+                    open_time=parse_time(row.open_time) if row.open_time else None,
+                    close_time=parse_time(row.close_time) if row.close_time else None,
+                    note=row.note)
+                for row in rows
+            }

@@ -80,12 +80,35 @@ def init_schema(engine: Engine) -> None:
 
     try:
         Base.metadata.create_all(engine)
+        _add_missing_columns(engine)
     except OperationalError as exc:
         raise DatabaseUnavailable(
             f"cannot open the database {engine.url.render_as_string(hide_password=True)}: "
             f"{exc.orig}. Check database.url (MADOGUCHI_DATABASE__URL) and that the server "
             "is running."
         ) from None
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Additive schema changes: add nullable columns that a newer version introduced.
+
+    Anything else (renames, type changes, new constraints) needs a real migration.
+    """
+    from sqlalchemy import inspect
+
+    inspector = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        existing = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in existing:
+                continue
+            if not column.nullable:
+                raise DatabaseUnavailable(
+                    f"table {table.name} lacks the required column {column.name}; this "
+                    "database was made by an incompatible version: migrate or recreate it")
+            ddl = column.type.compile(dialect=engine.dialect)
+            with engine.begin() as conn:
+                conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {ddl}'))
 
 
 def ping(engine: Engine) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 import uuid
 from dataclasses import dataclass, field
@@ -111,6 +112,13 @@ def decode(text: str | bytes) -> Event:
         tp = hints[name]
         if tp is int and (not isinstance(value, int) or isinstance(value, bool)):
             raise EventError(f"{type_name}.{name}: expected an integer")
+        if tp is bool and not isinstance(value, bool):
+            raise EventError(f"{type_name}.{name}: expected true or false")
+        if typing.get_origin(tp) in (tuple, list, types.UnionType) and \
+                isinstance(value, list):
+            if not all(isinstance(v, str) for v in value):
+                raise EventError(f"{type_name}.{name}: expected a list of text")
+            value = tuple(value)
         if tp is str and not isinstance(value, str):
             raise EventError(f"{type_name}.{name}: expected text")
         kwargs[name] = value
@@ -179,6 +187,38 @@ class CallEnded(Event):
     cause_txt: str
 
 
+# ---------------------------------------------------------------------------- queues
+
+
+@event("queue.member")
+@dataclass(frozen=True, kw_only=True)
+class QueueMemberState(Event):
+    """An operator's line in a queue: logged in/out, paused (with reason), busy."""
+
+    queue: str
+    endpoint: str
+    logged_in: bool
+    paused: bool = False
+    reason: str = ""
+    status: str = ""  # app_queue device status: not_in_use, in_use, ringing, unavailable...
+    in_call: bool = False
+    calls_taken: int = 0
+
+
+@event("queue.caller")
+@dataclass(frozen=True, kw_only=True)
+class QueueCallerState(Event):
+    """A caller joined, was connected to an operator, left or abandoned a queue."""
+
+    queue: str
+    call_id: str
+    state: str  # joined | connected | left | abandoned
+    position: int = 0
+    waiting: int = 0  # callers waiting in the queue after this change
+    wait_seconds: int = 0
+    agent: str = ""
+
+
 @event("system.component")
 @dataclass(frozen=True, kw_only=True)
 class ComponentState(Event):
@@ -191,6 +231,8 @@ class ComponentState(Event):
 
 
 __all__ = [
+    "QueueCallerState",
+    "QueueMemberState",
     "CallAnswered",
     "CallArrived",
     "CallEnded",

@@ -43,3 +43,11 @@ class Keys:
     def active_calls(self) -> str:
         """Set of ids of calls in progress."""
         return f"{self.prefix}:calls:active"
+
+    def queue_members(self, queue: str) -> str:
+        """Hash endpoint -> JSON state of each operator line in ``queue`` (from AMI)."""
+        return f"{self.prefix}:queue:{queue}:members"
+
+    def queue_callers(self, queue: str) -> str:
+        """Hash call id -> JSON {position, joined_at} of callers waiting in ``queue``."""
+        return f"{self.prefix}:queue:{queue}:callers"

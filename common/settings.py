@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.hours import WEEKDAYS, HoursRule, parse_time
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_FILE = PROJECT_ROOT / "config" / "defaults.toml"
 ENV_PREFIX = "MADOGUCHI_"
@@ -99,6 +101,12 @@ class WebSettings:
     bind: str = "127.0.0.1"
     port: int = 8000
     secret_key: str = ""
+    session_idle_minutes: int = 30
+    session_absolute_hours: int = 12
+    lockout_attempts: int = 5
+    lockout_minutes: int = 15
+    password_min_length: int = 12
+    trusted_proxy_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -143,6 +151,28 @@ class Service:
     channel: str = "phone"
     name_en: str = ""
     dids: tuple[str, ...] = ()
+    # Service hours (see common/hours.py); special open/closed days live in the database.
+    open_days: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri")
+    open_time: str = "08:30"
+    close_time: str = "17:15"
+    closed_on_holidays: bool = True
+    closed_dates: tuple[str, ...] = ("12-29", "12-30", "12-31", "01-01", "01-02", "01-03")
+    # Queue behaviour (rendered into queues.conf)
+    strategy: str = "rrmemory"
+    ring_seconds: int = 15
+    wrapup_seconds: int = 10
+    announce_seconds: int = 60
+    max_wait_seconds: int = 1800
+    # A waiting caller may press 1 to leave a callback that keeps their place
+    callback_digit: str = "1"
+    callback_max_attempts: int = 3
+    callback_retry_seconds: int = 300
+
+    def hours_rule(self) -> HoursRule:
+        return HoursRule(open_days=self.open_days, open_time=parse_time(self.open_time),
+                         close_time=parse_time(self.close_time),
+                         closed_on_holidays=self.closed_on_holidays,
+                         closed_dates=self.closed_dates)
 
 
 @dataclass(frozen=True)
@@ -394,6 +424,25 @@ def _validate(s: Settings) -> None:
             raise SettingsError(f"services[{i}].lines", "must be at least 1")
         if svc.channel not in ("phone", "kiosk"):
             raise SettingsError(f"services[{i}].channel", "must be 'phone' or 'kiosk'")
+        for day in svc.open_days:
+            if day not in WEEKDAYS:
+                raise SettingsError(f"services[{i}].open_days", f"{day!r} is not one of "
+                                    f"{', '.join(WEEKDAYS)}")
+        for key in ("open_time", "close_time"):
+            value = getattr(svc, key)
+            try:
+                parse_time(value)
+            except ValueError:
+                raise SettingsError(f"services[{i}].{key}", f"{value!r} is not a time like "
+                                    "08:30") from None
+        if parse_time(svc.open_time) >= parse_time(svc.close_time):
+            raise SettingsError(f"services[{i}].close_time", "must be after open_time")
+        if svc.strategy not in ("rrmemory", "ringall", "leastrecent", "fewestcalls", "random",
+                                "linear", "wrandom"):
+            raise SettingsError(f"services[{i}].strategy", f"{svc.strategy!r} is not an "
+                                "app_queue ring strategy")
+        if not (len(svc.callback_digit) == 1 and svc.callback_digit in "0123456789*#"):
+            raise SettingsError(f"services[{i}].callback_digit", "must be one keypad digit")
         if svc.queue in queues:
             raise SettingsError(f"services[{i}].queue", f"queue {svc.queue!r} used twice")
         queues.add(svc.queue)

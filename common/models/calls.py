@@ -38,6 +38,17 @@ class Call(Base):
     hangup_cause_txt: Mapped[str | None] = mapped_column(String(64))
     disposition: Mapped[str | None] = mapped_column(String(32))
     notes: Mapped[str | None] = mapped_column(Text)
+    # Service hours decision at arrival: open | weekend | holiday | ...
+    hours_reason: Mapped[str | None] = mapped_column(String(32))
+    # Queue part, from AMI (app_queue) events
+    queue: Mapped[str | None] = mapped_column(String(64))
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    queue_position: Mapped[int | None] = mapped_column(Integer)
+    agent: Mapped[str | None] = mapped_column(String(64), index=True)  # endpoint, e.g. op03
+    agent_connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    wait_seconds: Mapped[int | None] = mapped_column(Integer)
+    talk_seconds: Mapped[int | None] = mapped_column(Integer)
+    abandoned_position: Mapped[int | None] = mapped_column(Integer)
 
     events: Mapped[list[CallEvent]] = relationship(
         back_populates="call", order_by="CallEvent.at, CallEvent.id", cascade="all, delete-orphan"

@@ -25,6 +25,7 @@ from tests.conftest import free_port, wait_until
 ROOT = Path(__file__).resolve().parents[2]
 SIPP_DIR = ROOT / "tests" / "sipp"
 CALLER_IP = "127.0.0.2"  # the development trunk's address (trunk.match)
+SITE_FILE = Path(__file__).resolve().parent / "site-test.toml"
 
 
 def _free_udp_range(size: int) -> int:
@@ -50,7 +51,8 @@ def _free_udp_range(size: int) -> int:
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings of the test stack: its own data dir (secrets) and free ports."""
     data = tmp_path_factory.mktemp("stack")
-    base = load_settings({"MADOGUCHI_SITE__DATA_DIR": str(data)})
+    base = load_settings({"MADOGUCHI_SITE__DATA_DIR": str(data),
+                          "MADOGUCHI_CONFIG": str(SITE_FILE)})
     rtp = _free_udp_range(200)
     return settings_override(base, asterisk={
         "sip_port": free_port(), "http_port": free_port(), "ami_port": free_port(),
@@ -87,6 +89,12 @@ def _reset_asterisk(request: pytest.FixtureRequest) -> Iterator[None]:
         instance: AsteriskInstance = request.getfixturevalue("asterisk")
         if instance.running():
             instance.cli("channel request hangup all")
+            # operators logged in by a test leave the queues too
+            for queue in (svc.queue for svc in instance.settings.services):
+                for line in instance.cli(f"queue show {queue}").splitlines():
+                    found = re.search(r"\((PJSIP/[^)\s]+)\)", line)
+                    if found and "dynamic" in line:
+                        instance.cli(f"queue remove member {found.group(1)} from {queue}")
 
 
 @dataclass
@@ -123,6 +131,7 @@ class Processes:
               extra_env: dict[str, str] | None = None) -> Proc:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MADOGUCHI_")}
         env.update(to_environ(settings))
+        env["MADOGUCHI_CONFIG"] = str(SITE_FILE)
         env.update(extra_env or {})
         env["PYTHONUNBUFFERED"] = "1"
         log = self.logdir / f"{name}-{len(self.procs)}.log"
@@ -207,8 +216,11 @@ def run_sipp(settings: Settings, scenario: str, service: str, workdir: Path, *,
         cmd += ["-key", key, value]
     workdir.mkdir(parents=True, exist_ok=True)
     if background:
-        return subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        # SIPp redraws its screen continuously: send it to a file, never to a pipe
+        # nobody reads (a full pipe would block SIPp).
+        with (workdir / f"{scenario}.out").open("w") as out:
+            return subprocess.Popen(cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
+                                    text=True)
     out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout + 30)
     return SippResult(out.returncode, out.stdout + out.stderr,
                       parse_sipp_stats(workdir / f"{scenario}.stat.csv"))
@@ -237,3 +249,113 @@ def wait_process_gone(pid: int, timeout: float = 10) -> None:
         except ProcessLookupError:
             return
         time.sleep(0.05)
+
+
+# ----------------------------------------------------------------------------- phones
+
+
+@dataclass
+class Phones:
+    """Auto-answering SIPp phones registered (digest auth) as the given endpoints."""
+
+    endpoints: list[str]
+    port: int
+    uas: subprocess.Popen[str]
+    workdir: Path
+
+    def stop(self) -> str:
+        if self.uas.poll() is None:
+            self.uas.terminate()
+        try:
+            self.uas.wait(5)
+        except subprocess.TimeoutExpired:
+            self.uas.kill()
+            self.uas.wait(5)
+        return (self.workdir / "uas_phone.out").read_text(errors="replace")
+
+
+def start_phones(settings: Settings, endpoints: list[str], workdir: Path) -> Phones:
+    import socket as _socket
+
+    from stack.render import phones as all_phones
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    passwords = {p.id: p.password for p in all_phones(settings)}
+    port = free_port(_socket.SOCK_DGRAM)
+    for ep in endpoints:
+        reg = subprocess.run(
+            ["sipp", f"127.0.0.1:{settings.asterisk.sip_port}", "-sf",
+             str(SIPP_DIR / "register_auth.xml"), "-s", ep, "-au", ep, "-ap", passwords[ep],
+             "-i", "127.0.0.1", "-p", str(port), "-m", "1", "-timeout", "10s",
+             "-timeout_error", "-nostdin"],
+            cwd=workdir, capture_output=True, text=True, timeout=30)
+        assert reg.returncode == 0, f"{ep} did not register:\n{reg.stdout}\n{reg.stderr}"
+    media = free_port(_socket.SOCK_DGRAM)
+    with (workdir / "uas_phone.out").open("w") as out:
+        uas = subprocess.Popen(
+            ["sipp", "-sf", str(SIPP_DIR / "uas_phone.xml"), "-i", "127.0.0.1", "-mi",
+             "127.0.0.1", "-p", str(port), "-mp", str(media), "-nostdin"],
+            cwd=workdir, stdout=out, stderr=subprocess.STDOUT, text=True)
+    return Phones(endpoints, port, uas, workdir)
+
+
+def send(settings: Settings, command) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    """Send a console command to ari_app and wait for its ``command.result``."""
+    from common.bus import read_events
+    from common.commands import send_command
+    from common.events import decode
+
+    client = redis.Redis.from_url(settings.redis.url)
+    keys = Keys(settings.redis.prefix)
+    try:
+        send_command(client, keys, command)
+
+        def result() -> dict | None:  # type: ignore[type-arg]
+            for _sid, body in read_events(client, keys):
+                event = decode(body)
+                if event.type == "command.result" and \
+                        event.command_id == command.id:  # type: ignore[attr-defined]
+                    return event.to_dict()["data"]  # type: ignore[no-any-return]
+            return None
+
+        return wait_until(result, 15, f"no result for {command.type}")  # type: ignore[no-any-return]
+    finally:
+        client.close()
+
+
+# ------------------------------------------------------- controller in this process
+
+
+class ThreadedController:
+    """ari_app's Controller on its own event loop in a thread of the test process, so a
+    test can inject the clock (service hours "at" any time) while ARI, AMI, Asterisk,
+    Redis and the database stay real."""
+
+    def __init__(self, settings: Settings, clock) -> None:  # type: ignore[no-untyped-def]
+        import asyncio
+        import threading
+
+        from ari_app.controller import Controller
+
+        self.loop = asyncio.new_event_loop()
+        self.controller: Controller | None = None
+        ready = threading.Event()
+
+        async def main() -> None:
+            self.controller = Controller(settings, instance="in-test", clock=clock)
+            ready.set()
+            try:
+                await self.controller.run()
+            finally:
+                await self.controller.close()
+
+        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(main(),),
+                                       daemon=True)
+        self.thread.start()
+        assert ready.wait(10), "controller did not start"
+
+    def stop(self) -> None:
+        if self.controller is not None and self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.controller.request_stop)
+        self.thread.join(15)
+        self.loop.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,7 @@ def test_call_without_ari_app_reaches_the_dialplan_fallback(
 def test_malformed_settings_name_the_key(call_settings: Settings) -> None:
     env = to_environ(call_settings)
     env["MADOGUCHI_ASTERISK__AMI_PORT"] = "fifty"
+    env["PATH"] = os.environ["PATH"]
     out = subprocess.run([sys.executable, "-m", "ari_app.main"], cwd=PROJECT_ROOT, env=env,
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2

@@ -1,0 +1,359 @@
+"""app_queue over AMI: operator lines (members), their states, and the queue part of
+every call's timeline.
+
+- Commands (``cmd.agent.*``) become ``QueueAdd`` / ``QueueRemove`` / ``QueuePause``.
+- AMI queue events are mirrored live into Redis (``Keys.queue_members`` and
+  ``Keys.queue_callers``), published as ``queue.member`` / ``queue.caller`` events and
+  written to the call timelines (join with position, each ring, connect with the wait,
+  completion with the talk time, abandonment with the position).
+- After every AMI log-in the mirror is rebuilt from ``QueueStatus``, so a lost
+  connection or a restarted controller never leaves stale state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from ari_app.ami import AmiConnection
+from ari_app.notifier import Notifier
+from ari_app.timeline import NewCall, TimelineStore
+from common.commands import (
+    PAUSE_REASONS,
+    AgentLogin,
+    AgentLogout,
+    AgentPause,
+    AgentUnpause,
+)
+from common.events import QueueCallerState, QueueMemberState
+from common.keys import Keys
+from common.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# app_queue member Status numbers (AST_DEVICE_*)
+DEVICE_STATUS = {
+    "0": "unknown", "1": "not_in_use", "2": "in_use", "3": "busy", "4": "invalid",
+    "5": "unavailable", "6": "ringing", "7": "ringinuse", "8": "on_hold",
+}
+
+
+BUSY_STATUSES = ("in_use", "busy", "ringinuse", "on_hold")
+
+
+class CommandError(Exception):
+    """A command that cannot be carried out; ``code`` for the console, message for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+def ami_time(event: Any) -> datetime:
+    stamp = event.get("Timestamp")
+    try:
+        return datetime.fromtimestamp(float(stamp), UTC)
+    except (TypeError, ValueError):
+        return datetime.now(UTC)
+
+
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+class QueueManager:
+    def __init__(self, ami: AmiConnection, redis: aioredis.Redis, keys: Keys,
+                 store: TimelineStore, notifier: Notifier, settings: Settings) -> None:
+        self.ami = ami
+        self.redis = redis
+        self.keys = keys
+        self.store = store
+        self.notifier = notifier
+        self.settings = settings
+        self.queue_service = {svc.queue: svc for svc in settings.services}
+        self.operator_endpoints = {ep for ep, _ext in settings.operators.endpoints()}
+        for pattern, handler in (
+            ("QueueMemberAdded", self._member_event), ("QueueMemberRemoved", self._member_event),
+            ("QueueMemberStatus", self._member_event), ("QueueMemberPause", self._member_event),
+            ("QueueCallerJoin", self._caller_join), ("QueueCallerLeave", self._caller_leave),
+            ("QueueCallerAbandon", self._caller_abandon), ("AgentCalled", self._agent_called),
+            ("AgentRingNoAnswer", self._agent_noanswer), ("AgentConnect", self._agent_connect),
+            ("AgentComplete", self._agent_complete),
+        ):
+            ami.register_event(pattern, self._guard(handler))
+        ami.on_login.append(self.rebuild)
+        self.rebuilds = 0
+
+    def _guard(self, handler: Any) -> Any:
+        async def run(_manager: Any, event: Any) -> None:
+            try:
+                await handler(event)
+            except Exception:
+                logger.exception("handling AMI %s failed", event.get("Event"))
+        return run
+
+    # --------------------------------------------------------------- commands
+
+    def _check_endpoint(self, tenant: str, endpoint: str) -> None:
+        if endpoint not in self.operator_endpoints:
+            raise CommandError("unknown_endpoint",
+                               f"{endpoint!r} is not an operator phone of this system")
+
+    def _queues_for(self, tenant: str, wanted: tuple[str, ...] | list[str]) -> list[str]:
+        own = [svc.queue for svc in self.settings.services if svc.tenant == tenant]
+        if not own:
+            raise CommandError("unknown_tenant", f"tenant {tenant!r} has no services")
+        if not wanted:
+            return own
+        for queue in wanted:
+            if queue not in own:
+                raise CommandError("unknown_queue",
+                                   f"queue {queue!r} does not belong to tenant {tenant!r}")
+        return list(wanted)
+
+    async def _action(self, action: dict[str, Any]) -> Any:
+        try:
+            reply = await self.ami.action(action)
+        except ConnectionError as exc:
+            raise CommandError("ami_down", f"Asterisk's AMI is not connected: {exc}") from None
+        if isinstance(reply, list):
+            reply = reply[0] if reply else None
+        return reply
+
+    async def login(self, cmd: AgentLogin) -> None:
+        self._check_endpoint(cmd.tenant, cmd.endpoint)
+        queues = self._queues_for(cmd.tenant, cmd.queues)
+        for queue in queues:
+            lines = self.queue_service[queue].lines
+            members = await self.redis.hkeys(self.keys.queue_members(queue))
+            names = {m.decode() if isinstance(m, bytes) else m for m in members}
+            if cmd.endpoint not in names and len(names) >= lines:
+                raise CommandError("all_lines_in_use", f"all {lines} operator lines of "
+                                   f"{queue} are taken ({', '.join(sorted(names))})")
+        for queue in queues:
+            reply = await self._action({
+                "Action": "QueueAdd", "Queue": queue, "Interface": f"PJSIP/{cmd.endpoint}",
+                "MemberName": cmd.endpoint, "StateInterface": f"PJSIP/{cmd.endpoint}",
+                "Paused": "true" if cmd.paused else "false",
+                "Reason": "login" if cmd.paused else ""})
+            message = str(reply.get("Message", "")) if reply is not None else ""
+            if reply is not None and not reply.success and "Already there" not in message:
+                raise CommandError("ami_refused", f"QueueAdd {queue}: {message}")
+
+    async def logout(self, cmd: AgentLogout) -> None:
+        self._check_endpoint(cmd.tenant, cmd.endpoint)
+        for queue in self._queues_for(cmd.tenant, cmd.queues):
+            reply = await self._action({"Action": "QueueRemove", "Queue": queue,
+                                        "Interface": f"PJSIP/{cmd.endpoint}"})
+            message = str(reply.get("Message", "")) if reply is not None else ""
+            if reply is not None and not reply.success and "Not there" not in message:
+                raise CommandError("ami_refused", f"QueueRemove {queue}: {message}")
+
+    async def pause(self, cmd: AgentPause | AgentUnpause) -> None:
+        self._check_endpoint(cmd.tenant, cmd.endpoint)
+        paused = isinstance(cmd, AgentPause)
+        reason = cmd.reason if isinstance(cmd, AgentPause) else ""
+        if paused and reason not in PAUSE_REASONS:
+            raise CommandError("bad_reason", f"pause reason must be one of "
+                               f"{', '.join(PAUSE_REASONS)}")
+        reply = await self._action({"Action": "QueuePause",
+                                    "Interface": f"PJSIP/{cmd.endpoint}",
+                                    "Paused": "true" if paused else "false", "Reason": reason})
+        if reply is not None and not reply.success:
+            raise CommandError("not_logged_in", f"{cmd.endpoint} is not in any queue: "
+                               f"{reply.get('Message', '')}")
+
+    # ----------------------------------------------------------------- members
+
+    async def _member_event(self, event: Any) -> None:
+        queue = event.get("Queue", "")
+        endpoint = event.get("MemberName") or str(event.get("Interface", "")).split("/")[-1]
+        logged_in = event.get("Event") != "QueueMemberRemoved"
+        status = DEVICE_STATUS.get(str(event.get("Status", "")), "unknown")
+        state = {
+            "endpoint": endpoint,
+            "paused": event.get("Paused") == "1",
+            "reason": event.get("PausedReason", "") or "",
+            "status": status,
+            # app_queue's InCall flag lags the device state; either means "on a call"
+            "in_call": event.get("InCall") == "1" or status in BUSY_STATUSES,
+            "calls_taken": _int(event.get("CallsTaken")),
+            "since": time.time(),
+        }
+        try:
+            key = self.keys.queue_members(queue)
+            if logged_in:
+                previous = await self.redis.hget(key, endpoint)
+                if previous:
+                    old = json.loads(previous)
+                    if (old.get("paused"), old.get("in_call"), old.get("status")) == (
+                            state["paused"], state["in_call"], state["status"]):
+                        state["since"] = old.get("since", state["since"])
+                await self.redis.hset(key, endpoint, json.dumps(state))
+            else:
+                await self.redis.hdel(key, endpoint)
+        except RedisError as exc:
+            logger.warning("queue mirror not updated (Redis: %s)", exc)
+        await self.notifier.publish(QueueMemberState(
+            at=ami_time(event), queue=queue, endpoint=endpoint, logged_in=logged_in,
+            paused=bool(state["paused"]), reason=str(state["reason"]),
+            status=str(state["status"]), in_call=bool(state["in_call"]),
+            calls_taken=int(state["calls_taken"])))
+
+    # ----------------------------------------------------------------- callers
+
+    async def _ensure_call(self, event: Any) -> str:
+        call_id = str(event.get("Uniqueid", ""))
+        service = self.queue_service.get(event.get("Queue", ""))
+        await asyncio.to_thread(self.store.ensure_call, NewCall(
+            call_id=call_id, tenant_id=service.tenant if service else "",
+            service_id=service.id if service else None,
+            channel=service.channel if service else "phone", did="",
+            caller=str(event.get("CallerIDNum", "") or ""),
+            caller_name=str(event.get("CallerIDName", "") or ""), arrived_at=ami_time(event)))
+        return call_id
+
+    async def _record(self, call_id: str, kind: str, event: Any, data: dict[str, Any],
+                      key_extra: str = "") -> None:
+        at = ami_time(event)
+        dedup = f"{kind}:{event.get('Timestamp', '')}{key_extra}"
+        await asyncio.to_thread(self.store.record, call_id, kind, at, data, dedup, "ami")
+
+    async def _callers_changed(self, queue: str, call_id: str, state: str, event: Any,
+                               position: int = 0, wait: int = 0, agent: str = "") -> None:
+        key = self.keys.queue_callers(queue)
+        waiting = 0
+        try:
+            if state == "joined":
+                await self.redis.hset(key, call_id, json.dumps(
+                    {"position": position, "joined_at": ami_time(event).timestamp()}))
+            else:
+                await self.redis.hdel(key, call_id)
+            waiting = int(await self.redis.hlen(key))
+        except RedisError as exc:
+            logger.warning("queue mirror not updated (Redis: %s)", exc)
+        await self.notifier.publish(QueueCallerState(
+            at=ami_time(event), queue=queue, call_id=call_id, state=state, position=position,
+            waiting=waiting, wait_seconds=wait, agent=agent))
+
+    async def _caller_join(self, event: Any) -> None:
+        call_id = await self._ensure_call(event)
+        queue = event.get("Queue", "")
+        position = _int(event.get("Position"))
+        await self._record(call_id, "queue_join", event, {"queue": queue, "position": position,
+                                                          "count": _int(event.get("Count"))})
+        await asyncio.to_thread(self.store.update_call, call_id, ("queued_at",), queue=queue,
+                                queued_at=ami_time(event), queue_position=position)
+        await self._callers_changed(queue, call_id, "joined", event, position=position)
+
+    async def _caller_leave(self, event: Any) -> None:
+        call_id = str(event.get("Uniqueid", ""))
+        queue = event.get("Queue", "")
+        await self._record(call_id, "queue_leave", event, {"queue": queue,
+                                                           "position": _int(event.get("Position"))})
+        await self._callers_changed(queue, call_id, "left", event,
+                                    position=_int(event.get("Position")))
+
+    async def _caller_abandon(self, event: Any) -> None:
+        call_id = str(event.get("Uniqueid", ""))
+        queue = event.get("Queue", "")
+        position = _int(event.get("Position"))
+        wait = _int(event.get("HoldTime"))
+        await self._record(call_id, "abandon", event, {
+            "queue": queue, "position": position,
+            "original_position": _int(event.get("OriginalPosition")), "wait_seconds": wait})
+        await asyncio.to_thread(self.store.update_call, call_id, outcome="abandoned",
+                                abandoned_position=position, wait_seconds=wait)
+        await self._callers_changed(queue, call_id, "abandoned", event, position=position,
+                                    wait=wait)
+
+    async def _agent_called(self, event: Any) -> None:
+        call_id = str(event.get("Uniqueid", ""))
+        agent = str(event.get("MemberName", ""))
+        await self._record(call_id, "ring", event, {"queue": event.get("Queue", ""),
+                                                    "agent": agent}, f":{agent}")
+
+    async def _agent_noanswer(self, event: Any) -> None:
+        call_id = str(event.get("Uniqueid", ""))
+        agent = str(event.get("MemberName", ""))
+        await self._record(call_id, "ring_noanswer", event, {
+            "agent": agent, "ring_ms": _int(event.get("RingTime")) * 1000}, f":{agent}")
+
+    async def _agent_connect(self, event: Any) -> None:
+        call_id = str(event.get("Uniqueid", ""))
+        agent = str(event.get("MemberName", ""))
+        wait = _int(event.get("HoldTime"))
+        queue = event.get("Queue", "")
+        await self._record(call_id, "agent_connect", event, {
+            "queue": queue, "agent": agent, "wait_seconds": wait,
+            "ring_seconds": _int(event.get("RingTime")),
+            "agent_channel": event.get("DestChannel", "")})
+        await asyncio.to_thread(self.store.update_call, call_id, agent=agent,
+                                agent_connected_at=ami_time(event), wait_seconds=wait,
+                                outcome="answered")
+        await self._callers_changed(queue, call_id, "connected", event, wait=wait, agent=agent)
+
+    async def _agent_complete(self, event: Any) -> None:
+        call_id = str(event.get("Uniqueid", ""))
+        talk = _int(event.get("TalkTime"))
+        await self._record(call_id, "agent_complete", event, {
+            "agent": event.get("MemberName", ""), "talk_seconds": talk,
+            "reason": event.get("Reason", "")})
+        await asyncio.to_thread(self.store.update_call, call_id, talk_seconds=talk)
+
+    # ----------------------------------------------------------------- rebuild
+
+    async def rebuild(self) -> None:
+        """Replace the Redis mirror with Asterisk's own view (``QueueStatus``)."""
+        try:
+            replies = await self.ami.action({"Action": "QueueStatus"}, as_list=True)
+        except ConnectionError as exc:
+            logger.warning("QueueStatus not possible: %s", exc)
+            return
+        members: dict[str, dict[str, str]] = {q: {} for q in self.queue_service}
+        callers: dict[str, dict[str, str]] = {q: {} for q in self.queue_service}
+        now = time.time()
+        for msg in replies or []:
+            kind = msg.get("Event")
+            queue = msg.get("Queue", "")
+            if kind == "QueueMember":
+                endpoint = msg.get("Name") or str(msg.get("Location", "")).split("/")[-1]
+                members.setdefault(queue, {})[endpoint] = json.dumps({
+                    "endpoint": endpoint, "paused": msg.get("Paused") == "1",
+                    "reason": msg.get("PausedReason", "") or "",
+                    "status": DEVICE_STATUS.get(str(msg.get("Status", "")), "unknown"),
+                    "in_call": msg.get("InCall") == "1" or DEVICE_STATUS.get(
+                        str(msg.get("Status", "")), "unknown") in BUSY_STATUSES,
+                    "calls_taken": _int(msg.get("CallsTaken")), "since": now})
+            elif kind == "QueueEntry":
+                callers.setdefault(queue, {})[str(msg.get("Uniqueid", ""))] = json.dumps({
+                    "position": _int(msg.get("Position")),
+                    "joined_at": now - _int(msg.get("Wait"))})
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for queue in set(members) | set(callers):
+                    pipe.delete(self.keys.queue_members(queue), self.keys.queue_callers(queue))
+                    if members.get(queue):
+                        pipe.hset(self.keys.queue_members(queue),
+                                  mapping=members[queue])  # type: ignore[arg-type]
+                    if callers.get(queue):
+                        pipe.hset(self.keys.queue_callers(queue),
+                                  mapping=callers[queue])  # type: ignore[arg-type]
+                await pipe.execute()
+        except RedisError as exc:
+            logger.warning("queue mirror not rebuilt (Redis: %s)", exc)
+            return
+        self.rebuilds += 1
+        logger.info("queue state rebuilt from QueueStatus: %s",
+                    ", ".join(f"{q}: {len(members.get(q, {}))} member(s), "
+                              f"{len(callers.get(q, {}))} waiting" for q in self.queue_service))
