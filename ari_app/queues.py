@@ -93,13 +93,28 @@ class QueueManager:
             ami.register_event(pattern, self._guard(handler))
         ami.on_login.append(self.rebuild)
         self.rebuilds = 0
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def _guard(self, handler: Any) -> Any:
+        """Run ``handler`` for each event, in arrival order per member and per call.
+
+        panoramisk starts one task per event; without ordering, a member's "ringing"
+        could be written after its "in use". Tasks start in arrival order and asyncio
+        locks queue their waiters first come, first served, so one lock per member (or
+        per caller) keeps each one's events in order while others run concurrently.
+        """
         async def run(_manager: Any, event: Any) -> None:
+            key = str(event.get("Uniqueid") or "") or (
+                f"{event.get('Queue', '')}/{event.get('MemberName') or event.get('Interface')}")
+            lock = self._locks.setdefault(key, asyncio.Lock())
             try:
-                await handler(event)
+                async with lock:
+                    await handler(event)
             except Exception:
                 logger.exception("handling AMI %s failed", event.get("Event"))
+            finally:
+                if not lock.locked() and not getattr(lock, "_waiters", None):
+                    self._locks.pop(key, None)
         return run
 
     # --------------------------------------------------------------- commands

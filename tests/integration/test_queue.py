@@ -130,8 +130,11 @@ def test_eighth_caller_waits_for_the_first_free_operator(
     assert eighth.returncode == 0 and eighth.successful == 1, eighth.stdout
 
     def all_ended() -> list[Call]:
+        # complete: ended (ARI) and, once connected, the talk time from AMI's AgentComplete
         rows = calls(call_settings)
-        return rows if len(rows) == 8 and all(c.status == "ended" for c in rows) else []
+        done = all(c.status == "ended" and (c.agent is None or c.talk_seconds is not None)
+                   for c in rows)
+        return rows if len(rows) == 8 and done else []
 
     rows = wait_until(all_ended, 30, "timelines did not complete")
     last = next(c for c in rows if c.caller == "0902000008")
