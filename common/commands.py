@@ -54,6 +54,37 @@ class AgentUnpause(Event):
     endpoint: str
 
 
+@event("cmd.call.transfer")
+@dataclass(frozen=True, kw_only=True)
+class CallTransfer(Event):
+    """Transfer an answered call to a staff extension or a department (its first
+    extension). ``note`` is the operator's escalation note shown to the staff member."""
+
+    tenant: str
+    call_id: str
+    kind: str  # blind | attended
+    target: str  # extension ("2001") or department id ("koseki")
+    note: str = ""
+
+
+@event("cmd.call.transfer_complete")
+@dataclass(frozen=True, kw_only=True)
+class CallTransferComplete(Event):
+    """Attended transfer: connect the caller with the consulted staff member."""
+
+    tenant: str
+    call_id: str
+
+
+@event("cmd.call.transfer_cancel")
+@dataclass(frozen=True, kw_only=True)
+class CallTransferCancel(Event):
+    """Attended transfer: end the consultation and return to the caller."""
+
+    tenant: str
+    call_id: str
+
+
 @event("command.result")
 @dataclass(frozen=True, kw_only=True)
 class CommandResult(Event):

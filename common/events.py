@@ -187,6 +187,24 @@ class CallEnded(Event):
     cause_txt: str
 
 
+@event("call.transfer")
+@dataclass(frozen=True, kw_only=True)
+class CallTransferState(Event):
+    """A step of a transfer to staff. The staff member's console shows the case card when
+    ``target`` (their extension) rings: ``result`` ringing (blind) or consulting."""
+
+    call_id: str
+    tenant: str
+    kind: str  # blind | attended
+    target: str  # staff extension
+    department: str
+    operator: str  # operator phone endpoint that transferred
+    # started | ringing | consulting | answered | failed | returned | abandoned
+    result: str
+    reason: str = ""  # failed/returned: busy, no_answer, unavailable, cancelled, ...
+    note: str = ""
+
+
 # ---------------------------------------------------------------------------- queues
 
 
