@@ -7,7 +7,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -19,10 +19,11 @@ from ari_app.ari_ import AriClient
 from ari_app.commands import CommandConsumer
 from ari_app.exceptions import AriError, AriUnavailable
 from ari_app.notifier import Notifier
-from ari_app.queues import QueueManager
-from ari_app.services import CallService
+from ari_app.queues import CommandError, QueueManager
+from ari_app.services import CallService, CallSession
 from ari_app.stasis import StasisDispatcher
 from ari_app.timeline import CalendarStore, TimelineStore
+from ari_app.transfers import TransferService
 from common import commands as cmds
 from common.db import init_schema, make_engine, session_factory
 from common.events import ComponentState
@@ -58,7 +59,12 @@ class Controller:
         self.commands.register(cmds.AgentLogout, self.queues.logout)
         self.commands.register(cmds.AgentPause, self.queues.pause)
         self.commands.register(cmds.AgentUnpause, self.queues.pause)
-        self.dispatcher = StasisDispatcher(self.service)
+        self.commands.register(cmds.CallTransfer, self._transfer)
+        self.commands.register(cmds.CallTransferComplete, self._transfer_complete)
+        self.commands.register(cmds.CallTransferCancel, self._transfer_cancel)
+        self.queues.on_agent_connect = self._agent_connected
+        self.transfers = TransferService(self.service, self.ami)
+        self.dispatcher = StasisDispatcher(self.service, self.transfers)
         self.ari.on_event = self.dispatcher.on_event
         self.ari.on_connect.append(self.resync)
         self.ari.on_disconnect.append(self._ari_down)
@@ -92,6 +98,35 @@ class Controller:
             pass
         await self.redis.aclose()
         self.engine.dispose()
+
+    # --------------------------------------------------------------- transfers
+
+    def _agent_connected(self, call_id: str, agent: str, channel_name: str,
+                         channel_id: str) -> None:
+        self.dispatcher.submit(call_id, "MadoAgentConnected", agent=agent,
+                               channel_name=channel_name, agent_channel_id=channel_id)
+
+    async def _on_call(self, tenant: str, call_id: str,
+                       action: Callable[[CallSession], Awaitable[None]]) -> None:
+        async def guarded(session: CallSession) -> None:
+            if session.tenant != tenant:
+                raise CommandError("unknown_call", f"no call {call_id} for tenant {tenant}")
+            await action(session)
+
+        future = self.dispatcher.submit(call_id, "MadoCall", call=guarded)
+        if future is None:
+            raise CommandError("unknown_call", f"no call {call_id} in progress here")
+        await asyncio.wait_for(future, 15)
+
+    async def _transfer(self, cmd: cmds.CallTransfer) -> None:
+        await self._on_call(cmd.tenant, cmd.call_id,
+                            lambda s: self.transfers.start(s, cmd.kind, cmd.target, cmd.note))
+
+    async def _transfer_complete(self, cmd: cmds.CallTransferComplete) -> None:
+        await self._on_call(cmd.tenant, cmd.call_id, self.transfers.complete)
+
+    async def _transfer_cancel(self, cmd: cmds.CallTransferCancel) -> None:
+        await self._on_call(cmd.tenant, cmd.call_id, self.transfers.cancel)
 
     # ------------------------------------------------------------------ resync
 

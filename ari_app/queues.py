@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -94,6 +95,10 @@ class QueueManager:
         ami.on_login.append(self.rebuild)
         self.rebuilds = 0
         self._locks: dict[str, asyncio.Lock] = {}
+        # told when an operator answers a queued call: (call id, operator endpoint,
+        # operator channel name, operator channel id)
+        self.on_agent_connect: Callable[[str, str, str, str], None] = \
+            lambda _call, _agent, _name, _id: None
 
     def _guard(self, handler: Any) -> Any:
         """Run ``handler`` for each event, in arrival order per member and per call.
@@ -313,6 +318,8 @@ class QueueManager:
             "queue": queue, "agent": agent, "wait_seconds": wait,
             "ring_seconds": _int(event.get("RingTime")),
             "agent_channel": event.get("DestChannel", "")})
+        self.on_agent_connect(call_id, agent, str(event.get("DestChannel", "")),
+                              str(event.get("DestUniqueid", "")))
         await asyncio.to_thread(self.store.update_call, call_id, agent=agent,
                                 agent_connected_at=ami_time(event), wait_seconds=wait,
                                 outcome="answered")

@@ -20,7 +20,15 @@ from ari_app.ari_ import AriClient
 from ari_app.exceptions import AriError, AriNotFound
 from ari_app.notifier import Notifier
 from ari_app.timeline import CalendarStore, NewCall, TimelineStore
-from common.events import CallAnswered, CallArrived, CallEnded, CallPrompt, CallRejected
+from ari_app.transfers import Transfer
+from common.events import (
+    CallAnswered,
+    CallArrived,
+    CallEnded,
+    CallPrompt,
+    CallRejected,
+    CallTransferState,
+)
 from common.hours import HoursDecision, decide
 from common.prompts import load_prompts, variable_name
 from common.settings import Service, Settings
@@ -51,6 +59,10 @@ class CallSession:
     playback_id: str | None = None
     after_playback: Callable[[], Awaitable[None]] | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    transfer: Transfer | None = None
+    # other channels of this call the controller owns (operator, staff), and its bridges
+    legs: set[str] = field(default_factory=set)
+    bridges: set[str] = field(default_factory=set)
 
 
 class CallService:
@@ -90,6 +102,8 @@ class CallService:
         if resumed:
             did = await self._channel_var(session.channel_id, "MADO_DID") or did
         caller = channel.get("caller", {})
+        session.data["channel_name"] = channel.get("name", "")
+        session.data["caller"] = caller.get("number", "")
         service = self.settings.service_for_did(did)
         session.service = service
         session.tenant = service.tenant if service else ""
@@ -168,6 +182,25 @@ class CallService:
                                 {"prompt": prompt, "state": "started"}, f"prompt:{prompt}")
         await self.notifier.publish(CallPrompt(call_id=session.call_id, tenant=session.tenant,
                                                prompt=prompt, state="started"))
+
+    async def play_prompt(self, session: CallSession, prompt: str) -> None:
+        """Play a prompt without waiting for it (e.g. while the call is being moved)."""
+        try:
+            await self.ari.post(f"/channels/{session.channel_id}/play",
+                                media=f"sound:{self.prompts[prompt]}",
+                                lang=self.settings.site.language)
+        except AriError as exc:
+            logger.info("%s: prompt %s not played: %s", session.call_id, prompt, exc)
+
+    async def publish_transfer(self, session: CallSession, data: dict[str, Any]) -> None:
+        await self.notifier.publish(CallTransferState(
+            call_id=session.call_id, tenant=session.tenant, kind=data["kind"],
+            target=data["target"], department=data["department"], operator=data["operator"],
+            result=data["result"], reason=data["reason"], note=data["note"]))
+
+    def agent_connected(self, session: CallSession, agent: str, channel: str,
+                        channel_id: str) -> None:
+        session.data.update(agent=agent, agent_channel=channel, agent_channel_id=channel_id)
 
     async def playback_finished(self, session: CallSession, event: dict[str, Any]) -> None:
         playback = event.get("playback", {})

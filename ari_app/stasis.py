@@ -14,7 +14,9 @@ import logging
 from typing import Any
 
 from ari_app.exceptions import AriNotFound
+from ari_app.queues import CommandError
 from ari_app.services import CallService, CallSession
+from ari_app.transfers import TransferService
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +37,9 @@ def channel_of(event: dict[str, Any]) -> str | None:
 
 
 class StasisDispatcher:
-    def __init__(self, service: CallService) -> None:
+    def __init__(self, service: CallService, transfers: TransferService) -> None:
         self.service = service
+        self.transfers = transfers
         self.sessions: dict[str, CallSession] = {}
         self._queues: dict[str, asyncio.Queue[dict[str, Any] | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -48,6 +51,10 @@ class StasisDispatcher:
         if channel_id is None:
             logger.debug("ARI event %s without a channel", kind)
             return
+        owner = self._owner(channel_id)
+        if owner is not None and owner.channel_id != channel_id:
+            event = {**event, "mado_leg": channel_id}
+            channel_id = owner.channel_id
         if kind == "StasisStart" and channel_id not in self.sessions:
             name = str(event.get("channel", {}).get("name", ""))
             args = event.get("args") or []
@@ -60,6 +67,26 @@ class StasisDispatcher:
         if queue is None:
             return
         queue.put_nowait(event)
+
+    def _owner(self, channel_id: str) -> CallSession | None:
+        """The call a channel belongs to: its caller leg, or one of its other legs."""
+        session = self.sessions.get(channel_id)
+        if session is not None:
+            return session
+        for candidate in self.sessions.values():
+            if channel_id in candidate.legs:
+                return candidate
+        return None
+
+    def submit(self, call_id: str, kind: str, **data: Any) -> asyncio.Future[Any] | None:
+        """Hand something to a call's own task (in order with its ARI events); the
+        future resolves with the handler's result. None when the call is unknown here."""
+        queue = self._queues.get(call_id)
+        if queue is None:
+            return None
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        queue.put_nowait({"type": kind, "future": future, **data})
+        return future
 
     def adopt(self, channel: dict[str, Any], in_stasis: bool) -> None:
         """Take over a call found during resync (after a reconnect or restart)."""
@@ -93,12 +120,35 @@ class StasisDispatcher:
         finally:
             self.sessions.pop(session.channel_id, None)
             self._queues.pop(session.channel_id, None)
+            while not queue.empty():
+                left = queue.get_nowait()
+                future = left.get("future") if left else None
+                if future is not None and not future.done():
+                    future.set_exception(CommandError("call_gone", "the call has ended"))
 
     async def _handle(self, session: CallSession, event: dict[str, Any]) -> None:
         kind = event.get("type")
+        future: asyncio.Future[Any] | None = event.get("future")
+        leg = event.get("mado_leg")
         try:
-            if kind == "StasisStart":
-                await self.service.inbound(session, event)
+            if leg is not None:
+                if kind == "StasisStart":
+                    await self.transfers.stasis_start(session, event)
+                elif kind == "ChannelDestroyed":
+                    await self.transfers.leg_destroyed(session, event)
+            elif kind == "StasisStart":
+                args = event.get("args") or []
+                if args and args[0] == "transfer":
+                    await self.transfers.stasis_start(session, event)
+                else:
+                    await self.service.inbound(session, event)
+            elif kind == "MadoAgentConnected":
+                self.service.agent_connected(session, event["agent"], event["channel_name"],
+                                             event["agent_channel_id"])
+            elif kind == "MadoCall":
+                result = await event["call"](session)
+                if future is not None and not future.done():
+                    future.set_result(result)
             elif kind == "MadoResume":
                 await self.service.inbound(session, event, resumed=True)
             elif kind == "MadoWatch":
@@ -106,13 +156,24 @@ class StasisDispatcher:
             elif kind == "PlaybackFinished":
                 await self.service.playback_finished(session, event)
             elif kind == "ChannelDestroyed":
+                await self.transfers.caller_gone(session)
                 await self.service.channel_destroyed(session, event)
-        except AriNotFound:
+        except AriNotFound as exc:
             logger.info("%s: channel gone while handling %s (caller hung up)",
                         session.call_id, kind)
+            if future is not None and not future.done():
+                future.set_exception(CommandError("call_gone", f"the call has ended: {exc}"))
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except CommandError as exc:
+            if future is not None and not future.done():
+                future.set_exception(exc)
+        except Exception as exc:
+            if future is not None and not future.done():
+                future.set_exception(exc)
+            if kind == "MadoCall":
+                logger.exception("%s: command failed", session.call_id)
+                return
             logger.exception("%s: handling %s failed; sending the call on safely",
                              session.call_id, kind)
             await self.service.rescue(session)

@@ -1,0 +1,151 @@
+"""Transfers to staff on real SIP phones: blind, attended (complete and cancel), and a
+staff phone that cannot answer (the caller returns to the operator, never dropped)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from common.commands import (
+    AgentLogin,
+    CallTransfer,
+    CallTransferCancel,
+    CallTransferComplete,
+)
+from common.settings import Settings
+from stack.asterisk import AsteriskInstance
+from tests.conftest import wait_until
+from tests.integration.conftest import Phones, Proc, run_sipp, send, start_phones
+from tests.integration.test_first_call import events_of
+from tests.integration.test_queue import calls, members
+
+pytestmark = pytest.mark.asterisk
+
+DID = "0312345678"
+
+
+@pytest.fixture
+def phones(call_settings: Settings, tmp_path: Path) -> Iterator[Phones]:
+    # operator op01 and staff 2001 (戸籍係) answer; staff 2101 is not registered
+    started = start_phones(call_settings, ["op01", "staff2001"], tmp_path / "phones")
+    yield started
+    started.stop()
+
+
+def ari(settings: Settings, path: str) -> list:  # type: ignore[type-arg]
+    ast = settings.asterisk
+    resp = httpx.get(f"{ast.ari_url}{path}", auth=(ast.ari_user, ast.ari_password),
+                     timeout=5)
+    resp.raise_for_status()
+    return resp.json()  # type: ignore[no-any-return]
+
+
+def connected_call(settings: Settings, tmp_path: Path, duration_ms: int
+                   ) -> tuple[subprocess.Popen[str], str]:
+    caller = run_sipp(settings, "uac_hangup.xml", DID, tmp_path / "caller",
+                      duration_ms=duration_ms, background=True,
+                      keys={"caller": "0901234567", "rtp_port": "4000"})
+    assert isinstance(caller, subprocess.Popen)
+    call = wait_until(lambda: next((c for c in calls(settings) if c.agent == "op01"), None),
+                      20, "the call did not reach the operator")
+    return caller, call.id
+
+
+def transfer_results(settings: Settings, call_id: str) -> list[str]:
+    return [e.result for e in events_of(settings)  # type: ignore[attr-defined]
+            if e.type == "call.transfer" and e.call_id == call_id]  # type: ignore[attr-defined]
+
+
+def assert_nothing_left(settings: Settings, asterisk: AsteriskInstance) -> None:
+    wait_until(lambda: not [c for c in ari(settings, "/channels")
+                            if not c["name"].startswith("Local/")], 15,
+               f"channels left: {asterisk.cli('core show channels')}")
+    wait_until(lambda: not ari(settings, "/bridges"), 10, "bridges left behind")
+
+
+def login(settings: Settings) -> None:
+    assert send(settings, AgentLogin(tenant="city", endpoint="op01",
+                                     queues=["citizens"]))["ok"]
+    wait_until(lambda: members(settings).get("op01", {}).get("status") == "not_in_use", 15,
+               "op01 not ready")
+
+
+def test_blind_transfer_to_a_staff_extension(
+        asterisk: AsteriskInstance, ari_app: Proc, call_settings: Settings, phones: Phones,
+        tmp_path: Path) -> None:
+    login(call_settings)
+    caller, call_id = connected_call(call_settings, tmp_path, 12000)
+    result = send(call_settings, CallTransfer(tenant="city", call_id=call_id, kind="blind",
+                                              target="2001", note="転入届の記入方法について"))
+    assert result["ok"], result
+    wait_until(lambda: "answered" in transfer_results(call_settings, call_id), 20,
+               f"staff never connected: {transfer_results(call_settings, call_id)}\n"
+               f"{ari_app.output()[-3000:]}")
+    # the operator is free again while the caller talks to the staff member
+    wait_until(lambda: not members(call_settings)["op01"]["in_call"], 10, "op01 still busy")
+    assert caller.wait(60) == 0
+    call = wait_until(lambda: (c := calls(call_settings)[0]).status == "ended" and c, 15,
+                      "call not ended")
+    steps = [e.data["result"] for e in call.events if e.kind == "transfer"]
+    assert steps[0] == "started" and "answered" in steps
+    transfer = next(e for e in call.events if e.kind == "transfer")
+    assert transfer.data["target"] == "2001" and transfer.data["department"] == "koseki"
+    assert transfer.data["note"] == "転入届の記入方法について"
+    assert transfer.data["operator"] == "op01" and transfer.data["kind"] == "blind"
+    assert_nothing_left(call_settings, asterisk)
+
+
+def test_attended_transfer_complete_and_cancel(
+        asterisk: AsteriskInstance, ari_app: Proc, call_settings: Settings, phones: Phones,
+        tmp_path: Path) -> None:
+    login(call_settings)
+    caller, call_id = connected_call(call_settings, tmp_path, 25000)
+    # consult the department (its first extension, 2001), then change our mind
+    assert send(call_settings, CallTransfer(tenant="city", call_id=call_id, kind="attended",
+                                            target="koseki", note="相談"))["ok"]
+    wait_until(lambda: "consulting" in transfer_results(call_settings, call_id), 20,
+               "the consultation did not start")
+    early = send(call_settings, CallTransfer(tenant="city", call_id=call_id, kind="blind",
+                                             target="2001"))
+    assert not early["ok"] and early["code"] == "transfer_in_progress"
+    assert send(call_settings, CallTransferCancel(tenant="city", call_id=call_id))["ok"]
+    wait_until(lambda: "returned" in transfer_results(call_settings, call_id), 10,
+               "caller not returned to the operator")
+    # consult again and complete this time
+    assert send(call_settings, CallTransfer(tenant="city", call_id=call_id, kind="attended",
+                                            target="2001", note="再度"))["ok"]
+    wait_until(lambda: transfer_results(call_settings, call_id).count("consulting") == 2, 20,
+               "second consultation did not start")
+    assert send(call_settings, CallTransferComplete(tenant="city", call_id=call_id))["ok"]
+    wait_until(lambda: "answered" in transfer_results(call_settings, call_id), 10,
+               "transfer not completed")
+    assert caller.wait(60) == 0
+    assert_nothing_left(call_settings, asterisk)
+
+
+def test_unreachable_staff_returns_the_caller_to_the_operator(
+        asterisk: AsteriskInstance, ari_app: Proc, call_settings: Settings, phones: Phones,
+        tmp_path: Path) -> None:
+    login(call_settings)
+    caller, call_id = connected_call(call_settings, tmp_path, 15000)
+    bad = send(call_settings, CallTransfer(tenant="city", call_id=call_id, kind="blind",
+                                           target="9999"))
+    assert not bad["ok"] and bad["code"] == "unknown_target"
+    assert send(call_settings, CallTransfer(tenant="city", call_id=call_id, kind="blind",
+                                            target="2101"))["ok"]  # not registered
+    wait_until(lambda: "returned" in transfer_results(call_settings, call_id), 30,
+               f"caller not returned: {transfer_results(call_settings, call_id)}")
+    assert caller.wait(60) == 0, "the caller was dropped"
+    call = wait_until(lambda: (c := calls(call_settings)[0]).status == "ended" and c, 15,
+                      "call not ended")
+    failed = next(e for e in call.events if e.kind == "transfer"
+                  and e.data["result"] == "failed")
+    assert failed.data["reason"] in ("unavailable", "no_answer")
+    returned = next(e for e in call.events if e.kind == "transfer"
+                    and e.data["result"] == "returned")
+    assert returned.data["reason"] == "operator"
+    assert_nothing_left(call_settings, asterisk)
