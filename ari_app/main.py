@@ -9,7 +9,7 @@ import sys
 
 from ari_app.controller import Controller
 from common.db import DatabaseUnavailable
-from common.logging_ import setup_logging
+from common.logging_ import set_level, setup_logging
 from common.settings import SettingsError, load_settings
 
 logger = logging.getLogger(__name__)
@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 async def _serve() -> int:
     settings = load_settings()
+    set_level(settings.site.log_level)
     try:
         controller = Controller(settings)
     except DatabaseUnavailable as exc:

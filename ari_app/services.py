@@ -198,9 +198,14 @@ class CallService:
             target=data["target"], department=data["department"], operator=data["operator"],
             result=data["result"], reason=data["reason"], note=data["note"]))
 
-    def agent_connected(self, session: CallSession, agent: str, channel: str,
-                        channel_id: str) -> None:
+    async def agent_connected(self, session: CallSession, agent: str, channel: str,
+                              channel_id: str) -> None:
+        """An operator answered: watch their leg too (a REFER from their phone arrives as
+        a ChannelTransfer event on it)."""
         session.data.update(agent=agent, agent_channel=channel, agent_channel_id=channel_id)
+        if channel_id:
+            session.legs.add(channel_id)
+            await self._subscribe(channel_id)
 
     async def playback_finished(self, session: CallSession, event: dict[str, Any]) -> None:
         playback = event.get("playback", {})

@@ -28,6 +28,11 @@ def channel_of(event: dict[str, Any]) -> str | None:
     channel = event.get("channel")
     if isinstance(channel, dict) and "id" in channel:
         return str(channel["id"])
+    referred_by = event.get("referred_by")
+    if isinstance(referred_by, dict):  # ChannelTransfer: the phone that sent the REFER
+        source = referred_by.get("source_channel")
+        if isinstance(source, dict) and "id" in source:
+            return str(source["id"])
     playback = event.get("playback")
     if isinstance(playback, dict):
         target = str(playback.get("target_uri", ""))
@@ -48,8 +53,9 @@ class StasisDispatcher:
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type", "")
         channel_id = channel_of(event)
+        logger.debug("ARI %s channel %s", kind, channel_id)
         if channel_id is None:
-            logger.debug("ARI event %s without a channel", kind)
+            logger.debug("ARI event %s without a channel: %.600s", kind, event)
             return
         owner = self._owner(channel_id)
         if owner is not None and owner.channel_id != channel_id:
@@ -136,6 +142,8 @@ class StasisDispatcher:
                     await self.transfers.stasis_start(session, event)
                 elif kind == "ChannelDestroyed":
                     await self.transfers.leg_destroyed(session, event)
+                elif kind == "ChannelTransfer":
+                    await self.transfers.refer(session, event)
             elif kind == "StasisStart":
                 args = event.get("args") or []
                 if args and args[0] == "transfer":
@@ -143,8 +151,9 @@ class StasisDispatcher:
                 else:
                     await self.service.inbound(session, event)
             elif kind == "MadoAgentConnected":
-                self.service.agent_connected(session, event["agent"], event["channel_name"],
-                                             event["agent_channel_id"])
+                await self.service.agent_connected(session, event["agent"],
+                                                   event["channel_name"],
+                                                   event["agent_channel_id"])
             elif kind == "MadoCall":
                 result = await event["call"](session)
                 if future is not None and not future.done():

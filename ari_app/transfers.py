@@ -119,6 +119,28 @@ class TransferService:
             raise CommandError("ami_down", f"AMI not connected: {exc}") from None
         return reply[0] if isinstance(reply, list) and reply else reply
 
+    async def refer(self, session: CallSession, event: dict[str, Any]) -> None:
+        """The operator's phone sent a REFER (its own transfer button): carry it out as a
+        blind transfer, and tell the phone it worked (final NOTIFY)."""
+        if "state" in event:
+            return  # Asterisk's follow-up report on the same transfer
+        refer_to = event.get("refer_to") or {}
+        destination = str((refer_to.get("requested_destination") or {}).get(
+            "destination", ""))
+        channel_id = str(((event.get("referred_by") or {}).get("source_channel") or {}).get(
+            "id", ""))
+        logger.info("%s: operator's phone transfers to %s", session.call_id, destination)
+        try:
+            await self.start(session, "blind", destination,
+                             session.data.get("note", "") or "(softphone transfer)")
+            states = "channel_answered"
+        except CommandError as exc:
+            logger.info("%s: phone transfer refused: %s", session.call_id, exc)
+            states = "channel_declined"
+        if channel_id:
+            await self._ignore_gone(self.ari.post(f"/channels/{channel_id}/transfer_progress",
+                                                  states=states))
+
     # ------------------------------------------------------------- events
 
     async def stasis_start(self, session: CallSession, event: dict[str, Any]) -> None:

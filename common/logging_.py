@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import logging
-import os
 
 QUIET = ("httpx", "httpcore", "websockets", "panoramisk", "urllib3", "aioice", "aiortc")
 
 
-def setup_logging(process: str, level: str | None = None) -> None:
-    # The process's own log level may be raised for debugging with MADOGUCHI_LOG_LEVEL;
-    # this is the one environment read outside common.settings (logging starts before
-    # settings load so that settings errors are logged).
-    chosen = (level or os.environ.get("MADOGUCHI_LOG_LEVEL", "INFO")).upper()
+def setup_logging(process: str, level: str = "INFO") -> None:
+    """Logging starts before the settings load (so that settings errors are logged);
+    ``set_level`` then applies ``site.log_level``."""
     logging.basicConfig(
-        level=chosen,
+        level=level.upper(),
         format=f"%(asctime)s {process} %(levelname)s %(name)s: %(message)s",
     )
     for name in QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def set_level(level: str) -> None:
+    logging.getLogger().setLevel(level.upper())

@@ -43,6 +43,7 @@ class SiteSettings:
     data_dir: str = "var"
     timezone: str = "Asia/Tokyo"
     language: str = "ja"
+    log_level: str = "INFO"
 
 
 @dataclass(frozen=True)
@@ -400,6 +401,8 @@ def _validate(s: Settings) -> None:
     if s.site.env not in ("development", "production"):
         raise SettingsError("site.env", f"must be 'development' or 'production', not "
                             f"{s.site.env!r}")
+    if s.site.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise SettingsError("site.log_level", "must be DEBUG, INFO, WARNING or ERROR")
     if s.site.language not in ("ja", "en"):
         raise SettingsError("site.language", "must be 'ja' or 'en'")
     if s.asterisk.mode not in ("auto", "host", "rootfs", "external"):

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from common.keys import Keys
-from common.logging_ import setup_logging
+from common.logging_ import set_level, setup_logging
 from common.settings import Settings, SettingsError, load_settings
 
 logger = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ async def heartbeat(settings: Settings, stop: asyncio.Event) -> None:
 
 async def _serve() -> int:
     settings = load_settings()
+    set_level(settings.site.log_level)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

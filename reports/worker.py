@@ -13,7 +13,7 @@ import redis
 from rq import Queue, Worker
 from rq.cron import CronScheduler
 
-from common.logging_ import setup_logging
+from common.logging_ import set_level, setup_logging
 from common.settings import Settings, SettingsError, load_settings
 from reports import jobs
 
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         logger.error("%s", exc)
         return 2
+    set_level(settings.site.log_level)
     connection = redis.Redis.from_url(settings.redis.url)
     try:
         connection.ping()

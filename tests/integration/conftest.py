@@ -274,7 +274,9 @@ class Phones:
         return (self.workdir / "uas_phone.out").read_text(errors="replace")
 
 
-def start_phones(settings: Settings, endpoints: list[str], workdir: Path) -> Phones:
+def start_phones(settings: Settings, endpoints: list[str], workdir: Path,
+                 scenario: str = "uas_phone.xml",
+                 keys: dict[str, str] | None = None) -> Phones:
     import socket as _socket
 
     from stack.render import phones as all_phones
@@ -292,9 +294,10 @@ def start_phones(settings: Settings, endpoints: list[str], workdir: Path) -> Pho
         assert reg.returncode == 0, f"{ep} did not register:\n{reg.stdout}\n{reg.stderr}"
     media = free_port(_socket.SOCK_DGRAM)
     with (workdir / "uas_phone.out").open("w") as out:
+        extra = [arg for key, value in (keys or {}).items() for arg in ("-key", key, value)]
         uas = subprocess.Popen(
-            ["sipp", "-sf", str(SIPP_DIR / "uas_phone.xml"), "-i", "127.0.0.1", "-mi",
-             "127.0.0.1", "-p", str(port), "-mp", str(media), "-nostdin"],
+            ["sipp", "-sf", str(SIPP_DIR / scenario), "-i", "127.0.0.1", "-mi",
+             "127.0.0.1", "-p", str(port), "-mp", str(media), "-nostdin", *extra],
             cwd=workdir, stdout=out, stderr=subprocess.STDOUT, text=True)
     return Phones(endpoints, port, uas, workdir)
 

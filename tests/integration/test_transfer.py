@@ -16,10 +16,18 @@ from common.commands import (
     CallTransferCancel,
     CallTransferComplete,
 )
-from common.settings import Settings
+from common.settings import Settings, settings_override
 from stack.asterisk import AsteriskInstance
 from tests.conftest import wait_until
-from tests.integration.conftest import Phones, Proc, run_sipp, send, start_phones
+from tests.integration.conftest import (
+    Phones,
+    Proc,
+    Processes,
+    ari_app_heartbeat,
+    run_sipp,
+    send,
+    start_phones,
+)
 from tests.integration.test_first_call import events_of
 from tests.integration.test_queue import calls, members
 
@@ -149,3 +157,33 @@ def test_unreachable_staff_returns_the_caller_to_the_operator(
                     and e.data["result"] == "returned")
     assert returned.data["reason"] == "operator"
     assert_nothing_left(call_settings, asterisk)
+
+
+def test_transfer_button_on_the_operator_phone(
+        asterisk: AsteriskInstance, call_settings: Settings, processes: Processes,
+        tmp_path: Path) -> None:
+    """SIP REFER from the operator's softphone lands on the same timeline."""
+    operator = start_phones(call_settings, ["op01"], tmp_path / "operator",
+                            scenario="uas_phone_refer.xml", keys={"target": "2001"})
+    staff = start_phones(call_settings, ["staff2001"], tmp_path / "staff")
+    debug = settings_override(call_settings, site={"log_level": "DEBUG"})
+    ari_app = processes.start("ari_app", "ari_app.main", debug)
+    wait_until(lambda: ari_app_heartbeat(call_settings).get("ami") == "up", 20, "no ari_app")
+    try:
+        login(call_settings)
+        caller, call_id = connected_call(call_settings, tmp_path, 14000)
+        wait_until(lambda: "answered" in transfer_results(call_settings, call_id), 25,
+                   f"REFER not carried out: {transfer_results(call_settings, call_id)}\n"
+                   f"{ari_app.output()[-3000:]}")
+        assert caller.wait(60) == 0
+        call = wait_until(lambda: (c := calls(call_settings)[0]).status == "ended" and c, 15,
+                          "call not ended")
+        started = next(e for e in call.events if e.kind == "transfer")
+        assert started.data["target"] == "2001" and started.data["kind"] == "blind"
+        assert started.data["operator"] == "op01"
+        assert_nothing_left(call_settings, asterisk)
+        out = operator.stop()
+        assert "Successful call" in out
+    finally:
+        operator.stop()
+        staff.stop()
