@@ -57,10 +57,15 @@ def create_app(test_config: dict[str, Any] | None = None,
     errors.init_app(app)
     cli.init_app(app)
 
-    from web import admin, auth, health, home
+    from web import admin, auth, cases, health, home, operator, sse, staff, supervisor
 
     app.register_blueprint(home.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(operator.bp)
+    app.register_blueprint(staff.bp)
+    app.register_blueprint(supervisor.bp)
+    app.register_blueprint(cases.bp)
+    app.register_blueprint(sse.bp)
     return app

@@ -1,0 +1,163 @@
+// Live console: Server-Sent Events from /console/events refresh the parts of the page
+// they concern. Pages work without it (forms post normally); no inline scripts (CSP).
+(function () {
+  "use strict";
+
+  var root = document.getElementById("console");
+  if (!root) { return; }
+  var kind = root.getAttribute("data-console");
+  var statusEl = document.getElementById("live-status");
+  var msgEl = document.getElementById("console-messages");
+  var currentCall = root.getAttribute("data-call") || "";
+
+  function msg(name) { return msgEl ? (msgEl.getAttribute("data-" + name) || "") : ""; }
+  function say(text) { if (statusEl) { statusEl.textContent = text; } }
+  function fill(template, callId) {
+    return (template || "").replace("CALL_ID", encodeURIComponent(callId));
+  }
+  function getHTML(url) {
+    return fetch(url, { credentials: "same-origin" }).then(function (r) {
+      if (!r.ok) { throw new Error(String(r.status)); }
+      return r.text();
+    });
+  }
+
+  // -- timers: "time in state" counts up locally (no requests) ---------------------
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  function tick() {
+    var now = Date.now() / 1000;
+    var timers = document.querySelectorAll(".timer[data-since]");
+    for (var i = 0; i < timers.length; i++) {
+      var s = Math.max(0, Math.floor(now - parseFloat(timers[i].getAttribute("data-since"))));
+      var h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+      timers[i].textContent = (h ? h + ":" + pad(m) : m) + ":" + pad(s % 60);
+    }
+  }
+  tick();
+  window.setInterval(tick, 1000);
+
+  // -- partial refreshes ----------------------------------------------------------
+  function refreshState() {
+    var url = root.getAttribute("data-state-url");
+    var el = document.getElementById("agent-state");
+    if (!url || !el) { return; }
+    getHTML(url).then(function (html) { el.outerHTML = html; tick(); }).catch(function () {});
+  }
+  function loadCard(callId) {
+    var area = document.getElementById("case-area");
+    if (!area || !callId) { return Promise.resolve(); }
+    return getHTML(fill(root.getAttribute("data-card-url"), callId)).then(function (html) {
+      currentCall = callId;
+      root.setAttribute("data-call", callId);
+      area.innerHTML = html;
+    }).catch(function () {});
+  }
+  function refreshNotes(callId) {
+    var box = document.querySelector('[data-notes-for="' + callId + '"]');
+    if (!box) { return; }
+    getHTML(fill(root.getAttribute("data-notes-url"), callId)).then(function (html) {
+      box.innerHTML = html;
+    }).catch(function () {});
+  }
+  var boardTimer = null;
+  function refreshBoards() {
+    if (boardTimer) { return; }
+    boardTimer = window.setTimeout(function () {
+      boardTimer = null;
+      var el = document.getElementById("boards");
+      getHTML(root.getAttribute("data-board-url")).then(function (html) {
+        el.innerHTML = html; tick();
+      }).catch(function () {});
+    }, 150);
+  }
+
+  // -- events ---------------------------------------------------------------------
+  function handle(ev) {
+    var d = ev.data || {};
+    if (ev.type === "command.result") {
+      say(d.ok ? msg("ok") : msg("failed") + " " + (d.code || ""));
+      if (kind === "operator") { refreshState(); }
+      return;
+    }
+    if (kind === "supervisor") { refreshBoards(); return; }
+    if (ev.type === "case.note" && d.call_id === currentCall) { refreshNotes(currentCall); return; }
+    if (ev.type === "call.ended" && d.call_id === currentCall) {
+      say(msg("ended"));
+      var card = document.getElementById("case-card");
+      if (card) { card.setAttribute("data-status", "ended"); }
+      return;
+    }
+    if (kind === "operator") {
+      var me = root.getAttribute("data-endpoint");
+      if (ev.type === "queue.member" && d.endpoint === me) { refreshState(); return; }
+      if (ev.type === "queue.caller" && d.state === "connected" && d.agent === me) {
+        loadCard(d.call_id).then(function () { say(msg("new-call")); refreshState(); });
+        return;
+      }
+      if (ev.type === "call.transfer" && d.call_id === currentCall) {
+        say(msg("transfer") + " " + (d.result || "") + (d.reason ? " (" + d.reason + ")" : ""));
+      }
+      return;
+    }
+    if (kind === "staff" && ev.type === "call.transfer") {
+      var open = ["started", "ringing", "consulting", "answered"];
+      if (open.indexOf(d.result) >= 0 && d.call_id !== currentCall) {
+        loadCard(d.call_id).then(function () { say(msg("new-call")); });
+      }
+    }
+  }
+
+  var streamUrl = root.getAttribute("data-stream");
+  if (streamUrl && window.EventSource) {
+    var source = new window.EventSource(streamUrl);
+    root.setAttribute("data-live", "connecting");
+    source.onopen = function () { root.setAttribute("data-live", "open"); };
+    source.onmessage = function (m) {
+      try { handle(JSON.parse(m.data)); } catch (e) { /* a malformed event is skipped */ }
+    };
+    source.onerror = function () { root.setAttribute("data-live", "reconnecting"); say(msg("offline")); };
+    source.addEventListener("expired", function () {
+      source.close();
+      say(msg("expired"));
+      window.location.reload();
+    });
+  }
+
+  // -- forms posted by script (answers are JSON) -----------------------------------
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!form.hasAttribute || !form.hasAttribute("data-async")) { return; }
+    event.preventDefault();
+    fetch(form.action, {
+      method: "POST", credentials: "same-origin", body: new FormData(form),
+      headers: { "X-CSRF-Token": window.madoguchi ? window.madoguchi.csrfToken() : "",
+                 "X-Requested-With": "fetch" }
+    }).then(function (r) { return r.json(); }).then(function (body) {
+      say(body.message || body.error || "");
+      if (body.ok && form.hasAttribute("data-reset")) { form.reset(); }
+      if (body.ok && body.note_id && currentCall) { refreshNotes(currentCall); }
+    }).catch(function () { say(msg("error")); });
+  });
+
+  // -- FAQ search in place ------------------------------------------------------------
+  var faqForm = document.getElementById("faq-form");
+  if (faqForm) {
+    faqForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var q = document.getElementById("faq-q").value;
+      getHTML(faqForm.action + "?partial=1&q=" + encodeURIComponent(q)).then(function (html) {
+        document.getElementById("faq-results").innerHTML = html;
+      }).catch(function () { say(msg("error")); });
+    });
+  }
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest ? event.target.closest(".use-faq") : null;
+    if (!button) { return; }
+    var input = document.querySelector(".faq-items-input");
+    if (!input) { return; }
+    var ids = input.value.split(/[,、\s]+/).filter(Boolean);
+    var id = button.getAttribute("data-item");
+    if (ids.indexOf(id) < 0) { ids.push(id); }
+    input.value = ids.join(", ");
+  });
+})();
