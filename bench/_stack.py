@@ -48,6 +48,7 @@ from stack.render import phones as all_phones
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data"
 RESULTS = ROOT / "bench" / "results"
+LOGS = ROOT / "var" / "bench-logs"  # git-ignored: the last run's logs, for a look afterwards
 SITE_FILE = DATA / "capacity-site.toml"
 UAC_HOLD = DATA / "uac_hold.xml"
 REGISTER = ROOT / "tests" / "sipp" / "register_auth.xml"
@@ -285,16 +286,20 @@ def parse_msg_log(path: Path, direction: str) -> dict[str, float]:
 class BenchStack:
     """Everything one benchmark run needs; ``close()`` stops all of it."""
 
-    def __init__(self, operators: int, log: Callable[[str], None] = print) -> None:
+    def __init__(self, operators: int, log: Callable[[str], None] = print,
+                 keep_logs: Path | None = None) -> None:
         self.log = log
         self.exit = ExitStack()
         self.tmp = Path(tempfile.mkdtemp(prefix="mado-bench-"))
         self.exit.callback(shutil.rmtree, self.tmp, True)
+        if keep_logs is not None:
+            self.exit.callback(self._keep_logs, keep_logs)
         self.operators = operators
         self.asterisk: BenchAsterisk | None = None
         self.ari_app: subprocess.Popen[bytes] | None = None
         self.ari_app_log = self.tmp / "ari_app.log"
         self.phones: list[Sipp] = []
+        self.watch_queue = ""
         self.settings: Settings = load_settings({"MADOGUCHI_CONFIG": str(SITE_FILE)})
 
     # -- start
@@ -493,7 +498,15 @@ class BenchStack:
         prefix = f"PJSIP/{self.settings.operators.prefix}"
         talking = sum(1 for c in channels if str(c.get("name", "")).startswith(prefix)
                       and c.get("state") == "Up")
-        return {"channels": len(channels), "callers": callers, "talking": talking}
+        out = {"channels": len(channels), "callers": callers, "talking": talking}
+        if self.watch_queue and self.asterisk is not None:
+            text = self.asterisk.cli(f"queue show {self.watch_queue}")
+            found = re.search(r"has (\d+) calls?", text)
+            out["queue_waiting"] = int(found.group(1)) if found else -1
+            out["members_in_use"] = text.count("(In use)") + text.count("(Busy)")
+            out["members_free"] = text.count("(Not in use)")
+            out["members_unavailable"] = text.count("(Unavailable)")
+        return out
 
     def orphans(self) -> dict[str, int]:
         """Channels and bridges still alive (Asterisk CLI and ARI)."""
@@ -583,6 +596,22 @@ class BenchStack:
 
     # -- stop
 
+    def _keep_logs(self, dest: Path) -> None:
+        """Copy the logs of this run (ari_app, Asterisk, SIPp) to ``dest`` for a look
+        afterwards; the temporary folder itself is removed."""
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        wanted = [self.ari_app_log, *self.tmp.glob("*/sipp.out"), *self.tmp.glob("*/errors.log"),
+                  *self.tmp.glob("*/*.stat.csv")]
+        if self.asterisk is not None:
+            wanted += [self.asterisk.log_file, self.asterisk.full_log]
+        for path in wanted:
+            if path.is_file():
+                target = dest / (f"{path.parent.name}-{path.name}"
+                                 if path.parent != self.tmp else path.name)
+                shutil.copy2(path, target)
+
     def _stop_ari_app(self) -> None:
         if self.ari_app is not None:
             _terminate(self.ari_app)
@@ -614,6 +643,34 @@ def _terminate(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def source_version() -> str:
+    """The code measured: ``git describe`` of this folder (with -dirty when the working
+    tree has changes), or the note in .bench-source of an exported copy."""
+    note = ROOT / ".bench-source"
+    if note.is_file():
+        return note.read_text().strip()
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=10)
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def steady(probes: list[dict[str, int]], key: str = "callers",
+           share: float = 0.9) -> dict[str, float]:
+    """Median of every probe value over the samples where ``key`` was at least ``share``
+    of its peak: the loaded plateau rather than one instant."""
+    peak = max((p.get(key, 0) for p in probes), default=0)
+    plateau = [p for p in probes if peak and p.get(key, 0) >= share * peak]
+    if not plateau:
+        return {}
+    keys = sorted({k for p in plateau for k in p})
+    out: dict[str, float] = {k: statistics.median(p.get(k, 0) for p in plateau) for k in keys}
+    out["samples"] = len(plateau)
+    return out
 
 
 def machine() -> dict[str, Any]:

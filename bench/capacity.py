@@ -43,11 +43,14 @@ except ImportError:  # plain `python` outside the project's venv: re-run inside 
 from bench._stack import (  # noqa: E402
     LOAD_DID,
     LOAD_OPERATORS,
+    LOGS,
     RESULTS,
     BenchStack,
     Sampler,
     machine,
     now_iso,
+    source_version,
+    steady,
     write_json,
 )
 
@@ -59,7 +62,8 @@ def run(rate: float = 10.0, duration_s: float = 120.0, hold_s: float = 30.5,
         results: Path | None = RESULTS / "capacity.json") -> dict[str, Any]:
     log = print
     calls = int(rate * duration_s)
-    stack = BenchStack(operators=operators).start()
+    stack = BenchStack(operators=operators, keep_logs=LOGS / "capacity").start()
+    stack.watch_queue = "citizens"
     sampler: Sampler | None = None
     try:
         prefix = stack.settings.operators.prefix
@@ -127,6 +131,7 @@ def run(rate: float = 10.0, duration_s: float = 120.0, hold_s: float = 30.5,
         "peak_concurrent": peak,
         "targets": targets,
         "peak_sample": peak_sample,
+        "plateau_median": steady(sampler.probes),
         "peak_talking": max((p.get("talking", 0) for p in sampler.probes), default=0),
         "processes": {name: st.report() for name, st in sampler.stats.items()},
         "sipp": {"created": created, "successful": successful, "failed": failed},
@@ -136,6 +141,7 @@ def run(rate: float = 10.0, duration_s: float = 120.0, hold_s: float = 30.5,
         "elapsed_s": round(elapsed, 1),
         "params": {"rate_per_s": rate, "duration_s": duration_s, "hold_s": hold_s,
                    "operators": operators},
+        "source": source_version(),
         "machine": machine(),
     }
     print_report(out)
@@ -151,6 +157,8 @@ def print_report(out: dict[str, Any]) -> None:
     print(f"  calls {out['calls']}, failed {out['failed_calls']}, peak concurrent callers "
           f"{out['peak_concurrent']} (talking at peak {out['peak_sample'].get('talking')}, "
           f"most talking {out['peak_talking']})")
+    print(f"  plateau (samples with >= 90 % of the peak callers), medians: "
+          f"{out['plateau_median']}")
     print(f"  orphans: {out['orphan_channels']} channels, {out['orphan_bridges']} bridges; "
           f"incomplete timelines {out['incomplete_timelines']} of {out['timelines']['calls']}")
     print(f"  ari_app alive at end: {out['ari_app_alive_at_end']}, "

@@ -48,6 +48,7 @@ from bench._stack import (  # noqa: E402
     DIRECT_DID,
     LOAD_DID,
     LOAD_OPERATORS,
+    LOGS,
     PROBE_DID,
     PROBE_OPERATORS,
     RESULTS,
@@ -57,6 +58,7 @@ from bench._stack import (  # noqa: E402
     now_iso,
     parse_msg_log,
     percentile,
+    source_version,
     summary_ms,
     write_json,
 )
@@ -110,7 +112,8 @@ def run(calls: int = 120, rate: float = 2.0, hold_ms: int = 500, load: bool = Tr
         results: Path | None = RESULTS / "routing.json") -> dict[str, Any]:
     log = print
     ramp = load_hold_s if ramp_s is None else ramp_s
-    stack = BenchStack(operators=LOAD_OPERATORS + PROBE_OPERATORS).start()
+    stack = BenchStack(operators=LOAD_OPERATORS + PROBE_OPERATORS,
+                       keep_logs=LOGS / "routing").start()
     try:
         width = len(str(LOAD_OPERATORS + PROBE_OPERATORS))
         prefix = stack.settings.operators.prefix
@@ -189,6 +192,7 @@ def run(calls: int = 120, rate: float = 2.0, hold_ms: int = 500, load: bool = Tr
         "ari_app_steps_p50_ms": steps,
         "left_after": left,
         "params": {"calls_per_phase": calls, "rate_per_s": rate, "hold_ms": hold_ms},
+        "source": source_version(),
         "machine": machine(),
     }
     print_report(out)
