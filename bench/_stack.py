@@ -328,10 +328,15 @@ class BenchStack:
             "MADOGUCHI_PROMPTS__CUSTOM_DIR": str(sounds),
             "MADOGUCHI_SITE__LOG_LEVEL": "WARNING",
         })
+        # The shared root file system by its real path (stack.asterisk recognises its
+        # own processes in it by that path when deciding whether to unmount /proc).
+        rootfs = Path(base.asterisk.rootfs)
+        rootfs = (rootfs if rootfs.is_absolute() else ROOT / rootfs).resolve()
         self.settings = settings_override(
             base,
-            asterisk={"sip_port": free_port(socket.SOCK_DGRAM), "http_port": free_port(),
-                      "ami_port": free_port(), "rtp_start": rtp, "rtp_end": rtp + 1199,
+            asterisk={"rootfs": str(rootfs), "sip_port": free_port(socket.SOCK_DGRAM),
+                      "http_port": free_port(), "ami_port": free_port(),
+                      "rtp_start": rtp, "rtp_end": rtp + 1199,
                       "ari_app": f"mado-bench-{os.getpid()}"},
             redis={"url": redis_url},
             database={"url": f"sqlite:///{self.tmp / 'bench.sqlite3'}"})
