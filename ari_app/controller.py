@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from ari_app.ami import AmiConnection
 from ari_app.ari_ import AriClient
+from ari_app.callbacks import CallbackService, callback_of_channel
 from ari_app.commands import CommandConsumer
 from ari_app.exceptions import AriError, AriUnavailable
 from ari_app.notifier import Notifier
@@ -63,8 +64,10 @@ class Controller:
         self.commands.register(cmds.CallTransferComplete, self._transfer_complete)
         self.commands.register(cmds.CallTransferCancel, self._transfer_cancel)
         self.queues.on_agent_connect = self._agent_connected
+        self.queues.resolve_call = self._resolve_queue_caller
         self.transfers = TransferService(self.service, self.ami)
-        self.dispatcher = StasisDispatcher(self.service, self.transfers)
+        self.callbacks = CallbackService(self.service, factory)
+        self.dispatcher = StasisDispatcher(self.service, self.transfers, self.callbacks)
         self.ari.on_event = self.dispatcher.on_event
         self.ari.on_connect.append(self.resync)
         self.ari.on_disconnect.append(self._ari_down)
@@ -79,6 +82,7 @@ class Controller:
             asyncio.create_task(self.ari.run(), name="ari-websocket"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
             asyncio.create_task(self.commands.run(), name="commands"),
+            asyncio.create_task(self.callbacks.run_due(), name="callbacks"),
         ]
         await self._stopping.wait()
 
@@ -98,6 +102,19 @@ class Controller:
             pass
         await self.redis.aclose()
         self.engine.dispose()
+
+    def _resolve_queue_caller(self, event: Any) -> tuple[str, bool]:
+        """(call id, is a callback placeholder) of an AMI queue event's caller."""
+        cb_id = callback_of_channel(str(event.get("Channel", "")))
+        if cb_id is None:
+            return str(event.get("Uniqueid", "")), False
+        call_id = self.callbacks.call_of.get(cb_id)
+        if call_id is None:
+            callback = self.callbacks._load(cb_id)
+            call_id = callback.call_id if callback else ""
+            if call_id:
+                self.callbacks.call_of[cb_id] = call_id
+        return call_id, True
 
     # --------------------------------------------------------------- transfers
 

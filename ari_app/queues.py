@@ -99,6 +99,9 @@ class QueueManager:
         # operator channel name, operator channel id)
         self.on_agent_connect: Callable[[str, str, str, str], None] = \
             lambda _call, _agent, _name, _id: None
+        # maps a queue event's caller to (call id, is a callback placeholder)
+        self.resolve_call: Callable[[Any], tuple[str, bool]] = \
+            lambda event: (str(event.get("Uniqueid", "")), False)
 
     def _guard(self, handler: Any) -> Any:
         """Run ``handler`` for each event, in arrival order per member and per call.
@@ -267,9 +270,17 @@ class QueueManager:
             waiting=waiting, wait_seconds=wait, agent=agent))
 
     async def _caller_join(self, event: Any) -> None:
-        call_id = await self._ensure_call(event)
+        call_id, callback = self.resolve_call(event)
         queue = event.get("Queue", "")
         position = _int(event.get("Position"))
+        if callback:
+            if call_id:
+                await self._record(call_id, "callback_queue_join", event,
+                                   {"queue": queue, "position": position})
+            await self._callers_changed(queue, str(event.get("Uniqueid", "")), "joined", event,
+                                        position=position)
+            return
+        call_id = await self._ensure_call(event)
         await self._record(call_id, "queue_join", event, {"queue": queue, "position": position,
                                                           "count": _int(event.get("Count"))})
         await asyncio.to_thread(self.store.update_call, call_id, ("queued_at",), queue=queue,
@@ -277,15 +288,21 @@ class QueueManager:
         await self._callers_changed(queue, call_id, "joined", event, position=position)
 
     async def _caller_leave(self, event: Any) -> None:
-        call_id = str(event.get("Uniqueid", ""))
+        call_id, callback = self.resolve_call(event)
         queue = event.get("Queue", "")
+        if callback:
+            await self._callers_changed(queue, str(event.get("Uniqueid", "")), "left", event,
+                                        position=_int(event.get("Position")))
+            return
         await self._record(call_id, "queue_leave", event, {"queue": queue,
                                                            "position": _int(event.get("Position"))})
         await self._callers_changed(queue, call_id, "left", event,
                                     position=_int(event.get("Position")))
 
     async def _caller_abandon(self, event: Any) -> None:
-        call_id = str(event.get("Uniqueid", ""))
+        call_id, callback = self.resolve_call(event)
+        if callback:
+            return
         queue = event.get("Queue", "")
         position = _int(event.get("Position"))
         wait = _int(event.get("HoldTime"))
@@ -298,22 +315,30 @@ class QueueManager:
                                     wait=wait)
 
     async def _agent_called(self, event: Any) -> None:
-        call_id = str(event.get("Uniqueid", ""))
+        call_id, callback = self.resolve_call(event)
         agent = str(event.get("MemberName", ""))
-        await self._record(call_id, "ring", event, {"queue": event.get("Queue", ""),
-                                                    "agent": agent}, f":{agent}")
+        await self._record(call_id, "callback_ring" if callback else "ring", event,
+                           {"queue": event.get("Queue", ""), "agent": agent}, f":{agent}")
 
     async def _agent_noanswer(self, event: Any) -> None:
-        call_id = str(event.get("Uniqueid", ""))
+        call_id, callback = self.resolve_call(event)
+        if callback:
+            return
         agent = str(event.get("MemberName", ""))
         await self._record(call_id, "ring_noanswer", event, {
             "agent": agent, "ring_ms": _int(event.get("RingTime")) * 1000}, f":{agent}")
 
     async def _agent_connect(self, event: Any) -> None:
-        call_id = str(event.get("Uniqueid", ""))
+        call_id, callback = self.resolve_call(event)
         agent = str(event.get("MemberName", ""))
         wait = _int(event.get("HoldTime"))
         queue = event.get("Queue", "")
+        if callback:
+            await self._record(call_id, "callback_agent_connect", event,
+                               {"queue": queue, "agent": agent, "wait_seconds": wait})
+            await self._callers_changed(queue, str(event.get("Uniqueid", "")), "connected",
+                                        event, wait=wait, agent=agent)
+            return
         await self._record(call_id, "agent_connect", event, {
             "queue": queue, "agent": agent, "wait_seconds": wait,
             "ring_seconds": _int(event.get("RingTime")),
@@ -326,8 +351,12 @@ class QueueManager:
         await self._callers_changed(queue, call_id, "connected", event, wait=wait, agent=agent)
 
     async def _agent_complete(self, event: Any) -> None:
-        call_id = str(event.get("Uniqueid", ""))
+        call_id, callback = self.resolve_call(event)
         talk = _int(event.get("TalkTime"))
+        if callback:
+            await self._record(call_id, "callback_agent_complete", event,
+                               {"agent": event.get("MemberName", ""), "talk_seconds": talk})
+            return
         await self._record(call_id, "agent_complete", event, {
             "agent": event.get("MemberName", ""), "talk_seconds": talk,
             "reason": event.get("Reason", "")})

@@ -59,6 +59,7 @@ class CallSession:
     playback_id: str | None = None
     after_playback: Callable[[], Awaitable[None]] | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    kind: str = "call"  # call | callback (a placeholder that reached an operator)
     transfer: Transfer | None = None
     # other channels of this call the controller owns (operator, staff), and its bridges
     legs: set[str] = field(default_factory=set)
@@ -182,6 +183,13 @@ class CallService:
                                 {"prompt": prompt, "state": "started"}, f"prompt:{prompt}")
         await self.notifier.publish(CallPrompt(call_id=session.call_id, tenant=session.tenant,
                                                prompt=prompt, state="started"))
+
+    async def play_then(self, session: CallSession, prompt: str,
+                        then: Callable[[], Awaitable[None]]) -> None:
+        await self._play(session, prompt, then)
+
+    async def hangup(self, session: CallSession) -> None:
+        await self._hangup(session)
 
     async def play_prompt(self, session: CallSession, prompt: str) -> None:
         """Play a prompt without waiting for it (e.g. while the call is being moved)."""

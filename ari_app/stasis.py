@@ -13,6 +13,7 @@ import asyncio
 import logging
 from typing import Any
 
+from ari_app.callbacks import CallbackService
 from ari_app.exceptions import AriNotFound
 from ari_app.queues import CommandError
 from ari_app.services import CallService, CallSession
@@ -42,9 +43,12 @@ def channel_of(event: dict[str, Any]) -> str | None:
 
 
 class StasisDispatcher:
-    def __init__(self, service: CallService, transfers: TransferService) -> None:
+    def __init__(self, service: CallService, transfers: TransferService,
+                 callbacks: CallbackService) -> None:
         self.service = service
         self.transfers = transfers
+        self.callbacks = callbacks
+        callbacks.later = self.later
         self.sessions: dict[str, CallSession] = {}
         self._queues: dict[str, asyncio.Queue[dict[str, Any] | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -64,6 +68,12 @@ class StasisDispatcher:
         if kind == "StasisStart" and channel_id not in self.sessions:
             name = str(event.get("channel", {}).get("name", ""))
             args = event.get("args") or []
+            if args and args[0] == "callback" and name.startswith("Local/"):
+                # a callback's placeholder reached an operator
+                self._open(CallSession(channel_id=channel_id, call_id=channel_id,
+                                       kind="callback"))
+                self._queues[channel_id].put_nowait(event)
+                return
             if name.startswith(INTERNAL_PREFIXES) or "inbound" not in args:
                 logger.debug("StasisStart for %s (%s) is not an inbound call", name, args)
                 return
@@ -93,6 +103,14 @@ class StasisDispatcher:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         queue.put_nowait({"type": kind, "future": future, **data})
         return future
+
+    def later(self, call_id: str, kind: str, delay: float) -> None:
+        """Deliver a synthetic event to a call's task after ``delay`` seconds."""
+        def fire() -> None:
+            queue = self._queues.get(call_id)
+            if queue is not None:
+                queue.put_nowait({"type": kind})
+        asyncio.get_running_loop().call_later(delay, fire)
 
     def adopt(self, channel: dict[str, Any], in_stasis: bool) -> None:
         """Take over a call found during resync (after a reconnect or restart)."""
@@ -137,7 +155,12 @@ class StasisDispatcher:
         future: asyncio.Future[Any] | None = event.get("future")
         leg = event.get("mado_leg")
         try:
-            if leg is not None:
+            if leg is not None and session.kind == "callback":
+                if kind == "StasisStart":
+                    await self.callbacks.citizen_answered(session, event)
+                elif kind == "ChannelDestroyed":
+                    await self.callbacks.leg_destroyed(session, event)
+            elif leg is not None:
                 if kind == "StasisStart":
                     await self.transfers.stasis_start(session, event)
                 elif kind == "ChannelDestroyed":
@@ -146,10 +169,18 @@ class StasisDispatcher:
                     await self.transfers.refer(session, event)
             elif kind == "StasisStart":
                 args = event.get("args") or []
-                if args and args[0] == "transfer":
+                if session.kind == "callback":
+                    await self.callbacks.operator_reached(session, event)
+                elif args and args[0] == "transfer":
                     await self.transfers.stasis_start(session, event)
+                elif args and args[0] == "callback":
+                    await self.callbacks.offer(session, event)
                 else:
                     await self.service.inbound(session, event)
+            elif kind == "ChannelDtmfReceived":
+                await self.callbacks.dtmf(session, event)
+            elif kind == "MadoCallbackTimeout":
+                await self.callbacks.timeout(session)
             elif kind == "MadoAgentConnected":
                 await self.service.agent_connected(session, event["agent"],
                                                    event["channel_name"],
@@ -164,6 +195,8 @@ class StasisDispatcher:
                 await self.service.resubscribe(session.channel_id)
             elif kind == "PlaybackFinished":
                 await self.service.playback_finished(session, event)
+            elif kind == "ChannelDestroyed" and session.kind == "callback":
+                await self.callbacks.placeholder_gone(session)
             elif kind == "ChannelDestroyed":
                 await self.transfers.caller_gone(session)
                 await self.service.channel_destroyed(session, event)

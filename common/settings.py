@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import tomllib
 import typing
@@ -128,6 +129,7 @@ class TrunkSettings:
     name: str = "carrier"
     match: tuple[str, ...] = ()
     contact: str = ""
+    qualify_seconds: int = 30
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,8 @@ class Service:
     callback_digit: str = "1"
     callback_max_attempts: int = 3
     callback_retry_seconds: int = 300
+    # seconds between the announcements that offer the callback (0: never offered)
+    callback_offer_seconds: int = 60
 
     def hours_rule(self) -> HoursRule:
         return HoursRule(open_days=self.open_days, open_time=parse_time(self.open_time),
@@ -446,6 +450,9 @@ def _validate(s: Settings) -> None:
                                 "app_queue ring strategy")
         if not (len(svc.callback_digit) == 1 and svc.callback_digit in "0123456789*#"):
             raise SettingsError(f"services[{i}].callback_digit", "must be one keypad digit")
+        if not re.fullmatch(r"[a-z][a-z0-9-]*", svc.queue):
+            raise SettingsError(f"services[{i}].queue", "use lower-case letters, digits and "
+                                "'-' only (it becomes an Asterisk queue and extension name)")
         if svc.queue in queues:
             raise SettingsError(f"services[{i}].queue", f"queue {svc.queue!r} used twice")
         queues.add(svc.queue)

@@ -5,8 +5,9 @@ Importing this package registers every table on ``common.db.Base.metadata``.
 
 from common.models.accounts import AuditEntry, User, UserRole  # noqa: F401
 from common.models.calendar import SpecialDay
+from common.models.callbacks import Callback
 from common.models.calls import Call, CallEvent
 from common.models.faq import FaqItem, FaqRevision, FaqUsage, FaqWorkflowEvent  # noqa: F401
 from common.models.health import HealthSample
 
-__all__ = ["Call", "CallEvent", "HealthSample", "SpecialDay"]
+__all__ = ["Call", "CallEvent", "Callback", "HealthSample", "SpecialDay"]

@@ -54,6 +54,11 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     base = load_settings({"MADOGUCHI_SITE__DATA_DIR": str(data),
                           "MADOGUCHI_CONFIG": str(SITE_FILE)})
     rtp = _free_udp_range(200)
+    import socket as _socket
+
+    citizen = free_port(_socket.SOCK_DGRAM)  # the "public network" behind the trunk
+    base = settings_override(base, trunk={"contact": f"sip:127.0.0.2:{citizen}",
+                                          "qualify_seconds": 0})
     return settings_override(base, asterisk={
         "sip_port": free_port(), "http_port": free_port(), "ami_port": free_port(),
         "rtp_start": rtp, "rtp_end": rtp + 199, "ari_app": f"mado-test-{os.getpid()}",
