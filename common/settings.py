@@ -125,6 +125,23 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class KpiSettings:
+    """KPI thresholds and targets (docs/kpi.md)."""
+
+    service_level_seconds: int = 20
+    service_level_target: float = 80.0
+    abandon_target: float = 5.0
+    asa_target: float = 30.0
+    aht_target: float = 480.0
+    fcr_target: float = 70.0
+    satisfaction_target: float = 4.0
+    short_abandon_seconds: int = 5
+    fcr_repeat_days: int = 7
+    resolved_dispositions: tuple[str, ...] = ("resolved_faq", "e_application_help",
+                                              "complaint", "other")
+
+
+@dataclass(frozen=True)
 class TrunkSettings:
     name: str = "carrier"
     match: tuple[str, ...] = ()
@@ -220,6 +237,7 @@ class Settings:
     tenants: tuple[Tenant, ...] = ()
     services: tuple[Service, ...] = ()
     departments: tuple[Department, ...] = ()
+    kpi: KpiSettings = field(default_factory=KpiSettings)
 
     @property
     def data_dir(self) -> Path:

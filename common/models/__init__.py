@@ -9,5 +9,6 @@ from common.models.callbacks import Callback
 from common.models.calls import Call, CallEvent
 from common.models.faq import FaqItem, FaqRevision, FaqUsage, FaqWorkflowEvent  # noqa: F401
 from common.models.health import HealthSample
+from common.models.reports import Report
 
-__all__ = ["Call", "CallEvent", "Callback", "HealthSample", "SpecialDay"]
+__all__ = ["Call", "CallEvent", "Callback", "HealthSample", "Report", "SpecialDay"]

@@ -49,6 +49,11 @@ class Call(Base):
     wait_seconds: Mapped[int | None] = mapped_column(Integer)
     talk_seconds: Mapped[int | None] = mapped_column(Integer)
     abandoned_position: Mapped[int | None] = mapped_column(Integer)
+    # KPI summary columns (docs/kpi.md), nullable; written with their timeline rows.
+    survey_score: Mapped[int | None] = mapped_column(Integer)  # 1-5, `survey` event
+    hold_seconds: Mapped[int | None] = mapped_column(Integer)  # within talk_seconds
+    wrapup_seconds: Mapped[int | None] = mapped_column(Integer)  # after-call work
+    location: Mapped[str | None] = mapped_column(String(64))  # kiosk location id
 
     events: Mapped[list[CallEvent]] = relationship(
         back_populates="call", order_by="CallEvent.at, CallEvent.id", cascade="all, delete-orphan"
