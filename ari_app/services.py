@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from ari_app.ari_ import AriClient
 from ari_app.exceptions import AriError, AriNotFound
 from ari_app.notifier import Notifier
+from ari_app.survey import SurveyService
 from ari_app.timeline import CalendarStore, NewCall, TimelineStore
 from ari_app.transfers import Transfer
 from common.events import (
@@ -77,6 +78,9 @@ class CallService:
         self.calendar = calendar
         self.clock = clock or (lambda: datetime.now(UTC))
         self.tz = ZoneInfo(settings.site.timezone)
+        self.survey = SurveyService(self)
+        # set by the dispatcher: deliver an event to a call's task after a delay
+        self.later: Callable[[str, str, float], None] = lambda _call, _kind, _delay: None
         self.prompts: dict[str, str] = {
             name: spec["fallback"] for name, spec in load_prompts().items()
         }
@@ -156,7 +160,7 @@ class CallService:
             await self._play(session, "out_of_hours", lambda: self._hangup(session))
             return
         session.state = "greeting"
-        await self._play(session, "greeting", lambda: self._to_queue(session))
+        await self._play(session, "greeting", lambda: self._after_greeting(session))
 
     def hours(self, service: Service) -> HoursDecision:
         """Service hours decision now (the clock is injectable for tests)."""
@@ -230,8 +234,16 @@ class CallService:
         if then is not None:
             await then()
 
+    async def _after_greeting(self, session: CallSession) -> None:
+        if session.service is not None and session.service.survey == "opt_in":
+            session.state = "survey_invite"
+            await self._play(session, "survey_invite", lambda: self._to_queue(session))
+        else:
+            await self._to_queue(session)
+
     async def _to_queue(self, session: CallSession) -> None:
         assert session.service is not None
+        await self.survey.mark(session)
         session.state = "queued"
         queue = session.service.queue
         await self.ari.post(f"/channels/{session.channel_id}/continue", context="mado-queue",

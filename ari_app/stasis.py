@@ -49,6 +49,7 @@ class StasisDispatcher:
         self.transfers = transfers
         self.callbacks = callbacks
         callbacks.later = self.later
+        service.later = self.later
         self.sessions: dict[str, CallSession] = {}
         self._queues: dict[str, asyncio.Queue[dict[str, Any] | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -175,10 +176,19 @@ class StasisDispatcher:
                     await self.transfers.stasis_start(session, event)
                 elif args and args[0] == "callback":
                     await self.callbacks.offer(session, event)
+                elif args and args[0] == "survey":
+                    await self.service.survey.ask(session)
                 else:
                     await self.service.inbound(session, event)
             elif kind == "ChannelDtmfReceived":
-                await self.callbacks.dtmf(session, event)
+                if session.state == "survey":
+                    await self.service.survey.dtmf(session, event)
+                elif session.state in ("greeting", "survey_invite"):
+                    await self.service.survey.invite_key(session, str(event.get("digit", "")))
+                else:
+                    await self.callbacks.dtmf(session, event)
+            elif kind == "MadoSurveyTimeout":
+                await self.service.survey.timeout(session)
             elif kind == "MadoCallbackTimeout":
                 await self.callbacks.timeout(session)
             elif kind == "MadoAgentConnected":

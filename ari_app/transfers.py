@@ -255,7 +255,11 @@ class TransferService:
                 # the staff member hung up during the consultation
                 await self._back_to_operator(session, transfer, "staff_hung_up")
             elif transfer.phase == "connected":
-                await self._hangup(session.channel_id)
+                # the staff member hung up first: survey the caller, or end the call
+                if self.service.survey.wanted(session):
+                    await self.service.survey.ask(session)
+                else:
+                    await self._hangup(session.channel_id)
         elif channel_id == transfer.agent_channel:
             transfer.agent_channel = ""
             if transfer.phase == "consulting" and transfer.staff_channel and \

@@ -189,6 +189,9 @@ class Service:
     callback_retry_seconds: int = 300
     # seconds between the announcements that offer the callback (0: never offered)
     callback_offer_seconds: int = 60
+    # satisfaction survey after the call: off | all | opt_in (key during the greeting)
+    survey: str = "opt_in"
+    survey_digit: str = "9"
 
     def hours_rule(self) -> HoursRule:
         return HoursRule(open_days=self.open_days, open_time=parse_time(self.open_time),
@@ -466,6 +469,8 @@ def _validate(s: Settings) -> None:
                                 "linear", "wrandom"):
             raise SettingsError(f"services[{i}].strategy", f"{svc.strategy!r} is not an "
                                 "app_queue ring strategy")
+        if svc.survey not in ("off", "all", "opt_in"):
+            raise SettingsError(f"services[{i}].survey", "must be off, all or opt_in")
         if not (len(svc.callback_digit) == 1 and svc.callback_digit in "0123456789*#"):
             raise SettingsError(f"services[{i}].callback_digit", "must be one keypad digit")
         if not re.fullmatch(r"[a-z][a-z0-9-]*", svc.queue):

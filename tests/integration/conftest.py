@@ -281,7 +281,8 @@ class Phones:
 
 def start_phones(settings: Settings, endpoints: list[str], workdir: Path,
                  scenario: str = "uas_phone.xml",
-                 keys: dict[str, str] | None = None) -> Phones:
+                 keys: dict[str, str] | None = None,
+                 extra_args: tuple[str, ...] = ()) -> Phones:
     import socket as _socket
 
     from stack.render import phones as all_phones
@@ -302,7 +303,8 @@ def start_phones(settings: Settings, endpoints: list[str], workdir: Path,
         extra = [arg for key, value in (keys or {}).items() for arg in ("-key", key, value)]
         uas = subprocess.Popen(
             ["sipp", "-sf", str(SIPP_DIR / scenario), "-i", "127.0.0.1", "-mi",
-             "127.0.0.1", "-p", str(port), "-mp", str(media), "-nostdin", *extra],
+             "127.0.0.1", "-p", str(port), "-mp", str(media), "-nostdin", *extra,
+             *extra_args],
             cwd=workdir, stdout=out, stderr=subprocess.STDOUT, text=True)
     return Phones(endpoints, port, uas, workdir)
 

@@ -1,0 +1,83 @@
+"""The satisfaction survey after the call (M1).
+
+Per service (``survey``): ``off``, ``all`` (every answered caller is asked), or
+``opt_in`` (after the greeting the caller hears the invitation and presses
+``survey_digit`` to take part). When the operator (or the staff member after a transfer)
+hangs up first, the caller stays on the line (app_queue's ``g`` option, or the
+controller's own bridge) and is asked for a score from 1 to 5 on the keypad. The answer
+is stored on the call (``calls.survey_score``, timeline kind ``survey``); no answer in
+time is recorded as such.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ari_app.exceptions import AriError
+
+if TYPE_CHECKING:
+    from ari_app.services import CallService, CallSession
+
+logger = logging.getLogger(__name__)
+
+
+class SurveyService:
+    def __init__(self, service: CallService) -> None:
+        self.service = service
+        self.ari = service.ari
+        self.answer_seconds = 10.0
+
+    def wanted(self, session: CallSession) -> bool:
+        svc = session.service
+        if svc is None or svc.survey == "off":
+            return False
+        return svc.survey == "all" or bool(session.data.get("survey_opt_in"))
+
+    async def mark(self, session: CallSession) -> None:
+        """Tell the dialplan (after the queue) that this caller is to be surveyed."""
+        if self.wanted(session):
+            try:
+                await self.ari.post(f"/channels/{session.channel_id}/variable",
+                                    variable="MADO_SURVEY", value="1")
+            except AriError as exc:
+                logger.info("%s: survey flag not set: %s", session.call_id, exc)
+
+    async def invite_key(self, session: CallSession, digit: str) -> None:
+        svc = session.service
+        if svc is not None and svc.survey == "opt_in" and digit == svc.survey_digit:
+            session.data["survey_opt_in"] = True
+
+    async def ask(self, session: CallSession) -> None:
+        session.state = "survey"
+        session.data["survey_started"] = asyncio.get_running_loop().time()
+        await asyncio.to_thread(self.service.store.record, session.call_id, "survey_asked",
+                                datetime.now(UTC), {})
+        await self.ari.post(f"/channels/{session.channel_id}/play",
+                            media=f"sound:{self.service.prompts['survey_question']}",
+                            lang=self.service.settings.site.language)
+        self.service.later(session.channel_id, "MadoSurveyTimeout", self.answer_seconds + 6)
+
+    async def dtmf(self, session: CallSession, event: dict[str, Any]) -> None:
+        digit = str(event.get("digit", ""))
+        if session.state != "survey" or digit not in "12345" or not digit:
+            return
+        score = int(digit)
+        session.state = "survey_done"
+        await asyncio.to_thread(self.service.store.record, session.call_id, "survey",
+                                datetime.now(UTC), {"score": score, "channel": "phone"})
+        await asyncio.to_thread(self.service.store.update_call, session.call_id,
+                                survey_score=score)
+        logger.info("%s: survey answered", session.call_id)
+        await self.service.play_then(session, "survey_thanks",
+                                     lambda: self.service.hangup(session))
+
+    async def timeout(self, session: CallSession) -> None:
+        if session.state != "survey":
+            return
+        session.state = "survey_done"
+        await asyncio.to_thread(self.service.store.record, session.call_id, "survey",
+                                datetime.now(UTC), {"score": None, "channel": "phone"})
+        await self.service.hangup(session)
