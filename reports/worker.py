@@ -24,6 +24,9 @@ def build_cron(settings: Settings, connection: redis.Redis) -> CronScheduler:
     cron = CronScheduler(connection=connection)
     cron.register(jobs.health_rollup, "default",
                   interval=settings.worker.health_rollup_interval, name="health_rollup")
+    # The previous month's report, early on the 1st (cron fields are the host's local time).
+    cron.register(jobs.monthly_reports, "reports", cron="0 3 1 * *", job_timeout=3600,
+                  name="monthly_reports")
     return cron
 
 
