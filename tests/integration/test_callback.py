@@ -3,6 +3,7 @@ the queue, and completed by calling the operator first, then the citizen."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from pathlib import Path
 
@@ -15,8 +16,9 @@ from common.models import Callback
 from common.settings import Settings
 from stack.asterisk import AsteriskInstance
 from tests.conftest import wait_until
-from tests.integration.conftest import Proc, run_sipp, send, start_phones
+from tests.integration.conftest import Proc, Processes, run_sipp, send, start_phones
 from tests.integration.test_queue import calls, members
+from tests.integration.test_resilience import start_controller
 
 pytestmark = pytest.mark.asterisk
 
@@ -134,4 +136,42 @@ def test_unreachable_citizen_is_retried_then_given_up(
         wait_until(lambda: not members(call_settings)["op01"]["in_call"], 10,
                    "the operator was not released")
     finally:
+        phones.stop()
+
+
+def test_booked_callback_survives_a_controller_restart(
+        asterisk: AsteriskInstance, call_settings: Settings, processes: Processes,
+        tmp_path: Path) -> None:
+    phones = start_phones(call_settings, ["op01"], tmp_path / "phones")
+    citizen = start_citizen(call_settings, tmp_path / "citizen", 2000)
+    try:
+        first = start_controller(processes, call_settings)
+        assert send(call_settings, AgentLogin(tenant="city", endpoint="op01",
+                                              queues=["citizens"]))["ok"]
+        wait_until(lambda: members(call_settings).get("op01", {}).get("status") ==
+                   "not_in_use", 15, "op01 not ready")
+        busy = run_sipp(call_settings, "uac_hangup.xml", DID, tmp_path / "busy",
+                        duration_ms=30000, background=True,
+                        keys={"caller": "0901000001", "rtp_port": "4000"})
+        assert isinstance(busy, subprocess.Popen)
+        wait_until(lambda: members(call_settings)["op01"]["in_call"], 15, "op01 not busy")
+        asker = run_sipp(call_settings, "uac_callback.xml", DID, tmp_path / "asker",
+                         duration_ms=8000, keys={"caller": "0901000003", "rtp_port": "4002"},
+                         timeout=60)
+        assert asker.returncode == 0  # type: ignore[union-attr]
+        wait_until(lambda: (cbs := callbacks(call_settings)) and cbs[0].status == "placed",
+                   15, "callback not placed")
+        first.popen.send_signal(signal.SIGKILL)
+        first.popen.wait(5)
+        start_controller(processes, call_settings)
+        assert busy.wait(60) == 0
+        assert citizen.wait(60) == 0, "the citizen was not called back after the restart"
+        done = wait_until(lambda: (cbs := callbacks(call_settings)) and
+                          cbs[0].status == "completed" and cbs[0], 30,
+                          "callback not completed after the restart")
+        assert done.attempts == 1
+    finally:
+        if citizen.poll() is None:
+            citizen.kill()
+            citizen.wait(5)
         phones.stop()
