@@ -186,6 +186,7 @@ class Sampler(threading.Thread):
         self.stats = {name: ProcStats(name, pid) for name, pid in procs.items()}
         self.probe = probe
         self.probes: list[dict[str, int]] = []
+        self.loadavg: list[float] = []  # the machine's 1-minute load average (2 cores)
         self.interval = interval
         self._stop_event = threading.Event()
         self._hz = os.sysconf("SC_CLK_TCK")
@@ -204,6 +205,7 @@ class Sampler(threading.Thread):
                     100.0 * (ticks - prev[1]) / self._hz / max(now - prev[0], 1e-6)
                 last[name] = (now, ticks)
                 st.samples.append((now, cpu, rss))
+            self.loadavg.append(os.getloadavg()[0])
             if self.probe is not None:
                 try:
                     self.probes.append(self.probe())
@@ -291,9 +293,7 @@ class BenchStack:
         self.log = log
         self.exit = ExitStack()
         self.tmp = Path(tempfile.mkdtemp(prefix="mado-bench-"))
-        self.exit.callback(shutil.rmtree, self.tmp, True)
-        if keep_logs is not None:
-            self.exit.callback(self._keep_logs, keep_logs)
+        self.keep_logs = keep_logs
         self.operators = operators
         self.asterisk: BenchAsterisk | None = None
         self.ari_app: subprocess.Popen[bytes] | None = None
@@ -630,10 +630,21 @@ class BenchStack:
         except Exception:  # noqa: BLE001 - stopping anyway
             pass
         self.asterisk.stop()
-        shutil.rmtree(self.asterisk.host_dir, ignore_errors=True)
 
     def close(self) -> None:
-        self.exit.close()
+        """Stop everything this stack started (last started first), keep the logs if
+        asked, then remove the temporary folders."""
+        try:
+            self.exit.close()
+        finally:
+            if self.keep_logs is not None:
+                try:
+                    self._keep_logs(self.keep_logs)
+                except OSError as exc:
+                    self.log(f"logs not kept: {exc}")
+            if self.asterisk is not None and not self.asterisk.running():
+                shutil.rmtree(self.asterisk.host_dir, ignore_errors=True)
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def _terminate(proc: subprocess.Popen[Any], timeout: float = 10) -> None:

@@ -134,6 +134,8 @@ def run(rate: float = 10.0, duration_s: float = 120.0, hold_s: float = 30.5,
         "plateau_median": steady(sampler.probes),
         "peak_talking": max((p.get("talking", 0) for p in sampler.probes), default=0),
         "processes": {name: st.report() for name, st in sampler.stats.items()},
+        "machine_load_1min": {"start": sampler.loadavg[0] if sampler.loadavg else None,
+                              "max": max(sampler.loadavg, default=None)},
         "sipp": {"created": created, "successful": successful, "failed": failed},
         "timelines": timelines,
         "ari_app_alive_at_end": ari_app_alive,
@@ -163,6 +165,7 @@ def print_report(out: dict[str, Any]) -> None:
           f"incomplete timelines {out['incomplete_timelines']} of {out['timelines']['calls']}")
     print(f"  ari_app alive at end: {out['ari_app_alive_at_end']}, "
           f"error lines in its log: {out['ari_app_error_lines']}")
+    print(f"  machine 1-min load average (2 cores, shared): {out['machine_load_1min']}")
     for name, rep in out["processes"].items():
         print(f"  {name}: {rep}")
     for name, target in out["targets"].items():

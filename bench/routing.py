@@ -85,6 +85,7 @@ def probe_rows(prefix: str, calls: int) -> list[tuple[str, str]]:
 
 def run_probe(stack: BenchStack, name: str, prefix: str, calls: int, rate: float,
               hold_ms: int, phone_log: Path) -> dict[str, Any]:
+    load_start = os.getloadavg()[0]
     rows = probe_rows(prefix, calls)
     timeout = calls / rate + hold_ms / 1000 + 60
     caller = stack.caller(name, rows, rate, hold_ms, timeout, trace=True)
@@ -103,7 +104,8 @@ def run_probe(stack: BenchStack, name: str, prefix: str, calls: int, rate: float
     stats = caller.stats()
     return {"ari_app": by_path["ari_app"], "dialplan": by_path["dialplan"], "missing": missing,
             "sipp_successful": stats.get("SuccessfulCall(C)", 0),
-            "sipp_failed": stats.get("FailedCall(C)", 0)}
+            "sipp_failed": stats.get("FailedCall(C)", 0),
+            "machine_load_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)]}
 
 
 def run(calls: int = 120, rate: float = 2.0, hold_ms: int = 500, load: bool = True,
@@ -180,15 +182,18 @@ def run(calls: int = 120, rate: float = 2.0, hold_ms: int = 500, load: bool = Tr
                 "met": added is not None and added <= ADDED_LIMIT_MS},
         },
         "idle_ms": {"ari_app": summary_ms(ari), "dialplan": summary_ms(direct),
-                    "missing": idle["missing"], "sipp_failed": idle["sipp_failed"]},
+                    "missing": idle["missing"], "sipp_failed": idle["sipp_failed"],
+                    "machine_load_1min": idle["machine_load_1min"]},
         "loaded_ms": None if loaded is None else {
             "ari_app": summary_ms(loaded["ari_app"]), "dialplan": summary_ms(loaded["dialplan"]),
-            "missing": loaded["missing"], "sipp_failed": loaded["sipp_failed"]},
+            "missing": loaded["missing"], "sipp_failed": loaded["sipp_failed"],
+            "machine_load_1min": loaded["machine_load_1min"]},
         "load": None if not load else {
             "rate_per_s": load_rate, "hold_s": load_hold_s, "operators": load_operators,
             "ramp_s": ramp, "calls": load_stats.get("TotalCallCreated", 0),
             "failed": load_stats.get("FailedCall(C)", 0), "peak_concurrent_callers": peak,
-            "processes": {n: s.report() for n, s in sampler.stats.items()} if sampler else {}},
+            "processes": {n: s.report() for n, s in sampler.stats.items()} if sampler else {},
+            "machine_load_1min_max": max(sampler.loadavg, default=None) if sampler else None},
         "ari_app_steps_p50_ms": steps,
         "left_after": left,
         "params": {"calls_per_phase": calls, "rate_per_s": rate, "hold_ms": hold_ms},
