@@ -68,4 +68,7 @@ def create_app(test_config: dict[str, Any] | None = None,
     app.register_blueprint(supervisor.bp)
     app.register_blueprint(cases.bp)
     app.register_blueprint(sse.bp)
+    from web import dashboard
+
+    app.register_blueprint(dashboard.bp)
     return app

@@ -26,3 +26,12 @@ def month(factory: sessionmaker[Session]) -> sessionmaker[Session]:
     with transaction(factory) as session:
         synthetic.load(session)
     return factory
+
+
+# The web app fixtures (real app on the test Redis and database, users, log-in).
+from tests.web.conftest import (  # noqa: E402, F401
+    app,
+    client,
+    make_user,
+    web_settings,
+)
