@@ -58,6 +58,7 @@ CALLER_IP = "127.0.0.2"  # the development trunk's address (trunk.match)
 LOAD_DID = "0312345678"  # citizens: the loaded queue (50 lines)
 PROBE_DID = "0312340000"  # probe service: Stasis -> ari_app -> continue -> Queue(probe)
 DIRECT_DID = "0312349999"  # benchmark-only: straight to the same Queue(probe) entry
+PRE_QUEUE_PROMPTS = ("greeting", "survey_invite")
 LOAD_OPERATORS = 50
 PROBE_OPERATORS = 6
 
@@ -316,10 +317,12 @@ class BenchStack:
         redis_url = self._start_redis()
         sounds = self.tmp / "sounds"
         sounds.mkdir()
-        # An empty greeting recording: ari_app still plays the greeting prompt (ARI
-        # play, PlaybackStarted/Finished, the timeline rows) but the audio lasts 0 s,
-        # so the routing time is the product's own work, not the announcement.
-        (sounds / "greeting.sln").write_bytes(b"")
+        # Empty recordings of the prompts ari_app plays before it sends a caller to the
+        # queue (the greeting; the survey invitation when a service offers the survey
+        # opt-in): ari_app still plays them (ARI play, PlaybackFinished, timeline rows)
+        # but the audio lasts 0 s, so routing time is the product's work, not speech.
+        for prompt in PRE_QUEUE_PROMPTS:
+            (sounds / f"{prompt}.sln").write_bytes(b"")
         rtp = free_udp_range(1200)
         base = load_settings({
             "MADOGUCHI_SITE__DATA_DIR": str(self.tmp / "data"),

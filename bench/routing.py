@@ -8,14 +8,14 @@ the time from the caller's INVITE leaving SIPp to the operator phone's INVITE re
 SIPp, for two paths into the same queue entry (``[mado-queue]`` ``probe``):
 
 - ``ari_app``: DID -> ``Stasis()`` -> ari_app (timeline rows, service hours, answer,
-  greeting prompt, ``continue``) -> ``Queue()``, exactly the production path; the
-  greeting recording is an empty file, so the prompt is played (ARI play,
-  PlaybackFinished, its timeline rows) but takes no audio time;
+  greeting and survey-invitation prompts, ``continue``) -> ``Queue()``, the production
+  path; the two recordings are empty files, so the prompts are played (ARI play,
+  PlaybackFinished, their timeline rows) but take no audio time;
 - ``dialplan``: a benchmark-only DID whose dialplan goes straight to the same queue entry.
 
 Calls alternate between the two paths in the same run, one caller at a time on idle
 operator phones of a separate "probe" queue. Phase 1 runs on an idle system; phase 2
-while the capacity load (bench/capacity.py: 10 new calls/s holding 30 s, 50 operators
+while the capacity load (bench/capacity.py: 10 new calls/s holding 30.5 s, 50 operators
 talking, the rest on music on hold) runs on the citizens' queue. Both SIPp processes log
 every message with the wall clock (``-trace_msg``); the two legs are matched by the
 caller number, which Asterisk passes on in the operator INVITE's From header.
@@ -69,10 +69,11 @@ METHOD = (
     "Time from the caller's INVITE (sent, SIPp -trace_msg wall clock) to the operator "
     "phone's INVITE (received, same clock), matched by caller number. Two paths into the "
     "same dialplan queue entry, alternating call by call in one run: ari_app = DID -> "
-    "Stasis -> ari_app (timeline rows, hours decision, answer, greeting prompt, continue) "
-    "-> Queue(); dialplan = benchmark-only DID -> Goto the same Queue() entry. The "
-    "greeting recording is an empty file: the prompt is really played through ARI but "
-    "lasts 0 s, so the figure is routing work, not announcement length. Probe calls go to "
+    "Stasis -> ari_app (timeline rows, hours decision, answer, greeting and survey "
+    "invitation prompts, continue) -> Queue(); dialplan = benchmark-only DID -> Goto the "
+    "same Queue() entry. The recordings of those two prompts are empty files: the prompts "
+    "are really played through ARI but last 0 s, so the figure is routing work, not "
+    "announcement length. Probe calls go to "
     "a separate queue with idle operators (one caller at a time); under load, the capacity "
     "load runs on the citizens' queue meanwhile. Ratios are ari_app/dialplan of the idle "
     "p50 and p95; added_p95_ms_under_load = ari_app p95 - dialplan p95 under load.")
@@ -108,7 +109,7 @@ def run_probe(stack: BenchStack, name: str, prefix: str, calls: int, rate: float
             "machine_load_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)]}
 
 
-def run(calls: int = 120, rate: float = 2.0, hold_ms: int = 500, load: bool = True,
+def run(calls: int = 120, rate: float = 2.0, hold_ms: int = 1000, load: bool = True,
         load_operators: int = LOAD_OPERATORS, load_rate: float = 10.0,
         load_hold_s: float = 30.5, ramp_s: float | None = None,
         results: Path | None = RESULTS / "routing.json") -> dict[str, Any]:
@@ -238,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=120, help="probe calls per phase")
     parser.add_argument("--rate", type=float, default=2.0, help="probe calls per second")
-    parser.add_argument("--hold-ms", type=int, default=500)
+    parser.add_argument("--hold-ms", type=int, default=1000)
     parser.add_argument("--no-load", action="store_true", help="idle phase only")
     parser.add_argument("--load-rate", type=float, default=10.0)
     parser.add_argument("--load-hold", type=float, default=30.5)
