@@ -128,7 +128,8 @@
     var form = event.target;
     if (!form.hasAttribute || !form.hasAttribute("data-async")) { return; }
     event.preventDefault();
-    fetch(form.action, {
+    // getAttribute: a field named "action" would shadow form.action
+    fetch(form.getAttribute("action"), {
       method: "POST", credentials: "same-origin", body: new FormData(form),
       headers: { "X-CSRF-Token": window.madoguchi ? window.madoguchi.csrfToken() : "",
                  "X-Requested-With": "fetch" }
@@ -145,7 +146,7 @@
     faqForm.addEventListener("submit", function (event) {
       event.preventDefault();
       var q = document.getElementById("faq-q").value;
-      getHTML(faqForm.action + "?partial=1&q=" + encodeURIComponent(q)).then(function (html) {
+      getHTML(faqForm.getAttribute("action") + "?partial=1&q=" + encodeURIComponent(q)).then(function (html) {
         document.getElementById("faq-results").innerHTML = html;
       }).catch(function () { say(msg("error")); });
     });
