@@ -34,14 +34,18 @@ def callbacks(settings: Settings) -> list[Callback]:
         engine.dispose()
 
 
-def start_citizen(settings: Settings, workdir: Path, talk_ms: int) -> subprocess.Popen[str]:
+def start_citizen(settings: Settings, workdir: Path, talk_ms: int,
+                  scenario: str = "uas_answer_hangup.xml",
+                  calls: int = 1) -> subprocess.Popen[str]:
+    """The citizen's phone behind the trunk (the trunk's contact in the test settings)."""
     port = settings.trunk.contact.rsplit(":", 1)[1]
     workdir.mkdir(parents=True, exist_ok=True)
     with (workdir / "citizen.out").open("w") as out:
         return subprocess.Popen(
-            ["sipp", "-sf", str(Path(__file__).parents[1] / "sipp" / "uas_answer_hangup.xml"),
-             "-i", "127.0.0.2", "-mi", "127.0.0.2", "-p", port, "-d", str(talk_ms), "-m", "1",
-             "-nostdin"], cwd=workdir, stdout=out, stderr=subprocess.STDOUT, text=True)
+            ["sipp", "-sf", str(Path(__file__).parents[1] / "sipp" / scenario),
+             "-i", "127.0.0.2", "-mi", "127.0.0.2", "-p", port, "-d", str(talk_ms),
+             "-m", str(calls), "-nostdin"],
+            cwd=workdir, stdout=out, stderr=subprocess.STDOUT, text=True)
 
 
 def test_callback_keeps_the_place_and_calls_operator_first(
@@ -103,12 +107,13 @@ def test_callback_keeps_the_place_and_calls_operator_first(
         phones.stop()
 
 
-def test_unreachable_citizen_is_retried_then_given_up(
+def test_busy_citizen_is_retried_then_given_up(
         asterisk: AsteriskInstance, ari_app: Proc, call_settings: Settings,
         tmp_path: Path) -> None:
-    """Nobody answers behind the trunk: every attempt is on the timeline, the operator is
+    """The citizen's line is busy: every attempt is on the timeline, the operator is
     released each time, and after callback_max_attempts the callback is given up."""
     phones = start_phones(call_settings, ["op01"], tmp_path / "phones")
+    citizen = start_citizen(call_settings, tmp_path / "citizen", 0, "uas_busy.xml", calls=3)
     try:
         assert send(call_settings, AgentLogin(tenant="city", endpoint="op01",
                                               queues=["citizens"]))["ok"]
@@ -128,14 +133,18 @@ def test_unreachable_citizen_is_retried_then_given_up(
                             cbs[0].status == "failed" and cbs[0], 60,
                             f"callback not given up:\n{ari_app.output()[-2000:]}")
         assert failed.attempts == 3
-        assert failed.last_result in ("no_answer", "unavailable", "busy")
+        assert failed.last_result == "busy"
         original = next(c for c in calls(call_settings) if c.caller == "0901000003")
         attempts = [e.data for e in original.events if e.kind == "callback_attempt"
                     and e.data["result"] != "dialling"]
         assert [a["attempt"] for a in attempts] == [1, 2, 3]
         wait_until(lambda: not members(call_settings)["op01"]["in_call"], 10,
                    "the operator was not released")
+        assert citizen.wait(10) == 0  # three calls, each refused busy
     finally:
+        if citizen.poll() is None:
+            citizen.kill()
+            citizen.wait(5)
         phones.stop()
 
 
