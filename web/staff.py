@@ -9,6 +9,7 @@ note, FAQ items tried, transcript so far). Staff add notes the operator sees liv
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import Blueprint, render_template, url_for
 from flask_babel import gettext as _
@@ -20,7 +21,15 @@ from common.models.accounts import STAFF
 from common.models.calls import CallEvent
 from web import console
 from web.access import audit_event, login_required
-from web.cases import Reply, answer, disposition_labels, load_case, me, transfer_labels
+from web.cases import (
+    Reply,
+    answer,
+    card_context,
+    disposition_labels,
+    load_case,
+    me,
+    transfer_labels,
+)
 from web.db import get_db, get_keys, get_redis
 from web.forms import field, has_control_chars
 from web.sse import latest_id
@@ -28,6 +37,8 @@ from web.views import register_nav
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
 ROLES = {STAFF}
+#: Transfer steps after which the staff member has (or is about to have) the caller.
+OPEN_STEPS = ("started", "ringing", "consulting", "answered")
 
 register_nav("staff.index", _l("Transferred calls"), ROLES, order=20)
 
@@ -38,8 +49,15 @@ def index() -> str:
     user = me()
     rows = console.staff_calls(get_db(), user.tenant_id, user.extension or "") \
         if user.extension else []
+    # a call ringing at (or connected to) the staff member now: its card at once
+    ctx: dict[str, Any] = {}
+    live = next((call for call, ev in rows if call.status == "active"
+                 and (ev.data or {}).get("result") in OPEN_STEPS), None)
+    if live is not None:
+        audit_event("case.view", object_type="case", object_id=live.id)
+        ctx = card_context(live, STAFF)
     return render_template("staff/index.html", rows=rows, labels=transfer_labels(),
-                           last_id=latest_id(get_redis(), get_keys()))
+                           last_id=latest_id(get_redis(), get_keys()), live=live, **ctx)
 
 
 @bp.post("/calls/<call_id>/outcome")

@@ -210,6 +210,9 @@ def test_staff_sees_a_transferred_case_with_the_escalation_note(
     staff = signed_in(app, "staff1")
     page = staff.get("/staff/").get_data(as_text=True)
     assert "あなたへの最近の転送" in page and "/calls/c1" in page
+    # the transfer is ringing now: the card is on the page at once (e.g. after a reload)
+    assert 'id="case-card"' in page and "戸籍謄本の郵送請求について" in page
+    assert 'data-call="c1"' in page
     card = staff.get("/calls/c1").get_data(as_text=True)
     assert "戸籍謄本の郵送請求について" in card and CALLER in card and "結果を保存" in card
     assert "後処理を保存" not in card  # the operator's wrap-up is not the staff's form
