@@ -20,6 +20,7 @@ from ari_app.callbacks import CallbackService, callback_of_channel
 from ari_app.commands import CommandConsumer
 from ari_app.exceptions import AriError, AriUnavailable
 from ari_app.notifier import Notifier
+from ari_app.presence import PresenceMonitor
 from ari_app.queues import CommandError, QueueManager
 from ari_app.services import CallService, CallSession
 from ari_app.stasis import StasisDispatcher
@@ -63,6 +64,7 @@ class Controller:
         self.commands.register(cmds.CallTransfer, self._transfer)
         self.commands.register(cmds.CallTransferComplete, self._transfer_complete)
         self.commands.register(cmds.CallTransferCancel, self._transfer_cancel)
+        self.presence = PresenceMonitor(self.ami, self.redis, self.keys, self.notifier, settings)
         self.queues.on_agent_connect = self._agent_connected
         self.queues.resolve_call = self._resolve_queue_caller
         self.transfers = TransferService(self.service, self.ami)

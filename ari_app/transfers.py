@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from ari_app.ami import AmiConnection
 from ari_app.exceptions import AriError, AriNotFound
 from ari_app.queues import CommandError
+from common.settings import staff_endpoint
 
 if TYPE_CHECKING:
     from ari_app.services import CallService, CallSession
@@ -78,9 +79,9 @@ class TransferService:
                 continue
             if target == dep.id and dep.extensions:
                 ext = dep.extensions[0]
-                return ext, f"staff{ext}", dep.id
+                return ext, staff_endpoint(ext), dep.id
             if target in dep.extensions:
-                return target, f"staff{target}", dep.id
+                return target, staff_endpoint(target), dep.id
         raise CommandError("unknown_target", f"{target!r} is neither a staff extension nor a "
                            f"department of tenant {tenant!r}")
 

@@ -277,6 +277,11 @@ SECRETS: tuple[tuple[str, str], ...] = (
 )
 
 
+def staff_endpoint(extension: str) -> str:
+    """PJSIP endpoint id of the staff phone with this extension."""
+    return f"staff{extension}"
+
+
 def env_name(section: str, key: str) -> str:
     return f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
 

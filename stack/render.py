@@ -17,7 +17,13 @@ from pathlib import Path
 import jinja2
 
 from common.prompts import load_prompts
-from common.settings import PROJECT_ROOT, Settings, SettingsError, load_settings
+from common.settings import (
+    PROJECT_ROOT,
+    Settings,
+    SettingsError,
+    load_settings,
+    staff_endpoint,
+)
 
 TEMPLATES = PROJECT_ROOT / "asterisk" / "templates"
 SOUND_EXTENSIONS = (".wav", ".gsm", ".ulaw", ".alaw", ".sln", ".sln16")
@@ -54,7 +60,7 @@ def phones(settings: Settings) -> list[Phone]:
     ]
     for dep in settings.departments:
         for ext in dep.extensions:
-            ep = f"staff{ext}"
+            ep = staff_endpoint(ext)
             out.append(Phone(id=ep, extension=ext, label=f"{dep.name_en or dep.id} {ext}",
                              context="from-phones",
                              password=settings.asterisk.phone_password(ep), kind="staff",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from common.commands import (
     AgentLogin,
@@ -16,6 +17,8 @@ from common.commands import (
     CallTransferCancel,
     CallTransferComplete,
 )
+from common.console_events import presence_key
+from common.keys import Keys
 from common.settings import Settings, settings_override
 from stack.asterisk import AsteriskInstance
 from tests.conftest import wait_until
@@ -63,6 +66,14 @@ def connected_call(settings: Settings, tmp_path: Path, duration_ms: int
     return caller, call.id
 
 
+def presence(settings: Settings) -> dict[str, str]:
+    client = redis.Redis.from_url(settings.redis.url, decode_responses=True)
+    try:
+        return client.hgetall(presence_key(Keys(settings.redis.prefix)))  # type: ignore[return-value]
+    finally:
+        client.close()
+
+
 def transfer_results(settings: Settings, call_id: str) -> list[str]:
     return [e.result for e in events_of(settings)  # type: ignore[attr-defined]
             if e.type == "call.transfer" and e.call_id == call_id]  # type: ignore[attr-defined]
@@ -95,6 +106,12 @@ def test_blind_transfer_to_a_staff_extension(
                f"{ari_app.output()[-3000:]}")
     # the operator is free again while the caller talks to the staff member
     wait_until(lambda: not members(call_settings)["op01"]["in_call"], 10, "op01 still busy")
+    # the staff directory's presence follows Asterisk's device state
+    wait_until(lambda: presence(call_settings).get("2001") == "in_use", 10,
+               f"presence of 2001 not in use: {presence(call_settings)}")
+    states = [(e.extension, e.state) for e in events_of(call_settings)  # type: ignore[attr-defined]
+              if e.type == "device.state"]
+    assert ("2001", "in_use") in states
     assert caller.wait(60) == 0
     call = wait_until(lambda: (c := calls(call_settings)[0]).status == "ended" and c, 15,
                       "call not ended")
