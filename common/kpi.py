@@ -8,6 +8,7 @@ site's time zone. The same code runs on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
@@ -15,30 +16,38 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
 from sqlalchemy import (
     DateTime,
     Integer,
     Interval,
     String,
+    Text,
     and_,
     case,
     cast,
-    exists,
     func,
     literal_column,
     not_,
-    or_,
     select,
     type_coerce,
 )
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from common.models.calls import Call, CallEvent
 from common.settings import KpiSettings
 
 INTERVALS = ("15min", "hour", "day", "month")
-DIMENSIONS = {"service": Call.service_id, "channel": Call.channel, "operator": Call.agent}
+DIMENSIONS: dict[str, Any] = {
+    "service": Call.service_id, "channel": Call.channel, "operator": Call.agent,
+    "disposition": case((Call.agent_connected_at.is_not(None), Call.disposition), else_=""),
+    "location": case((Call.channel == "kiosk", func.coalesce(Call.location, Call.caller)),
+                     else_=""),
+    "reason": case((Call.outcome == "out_of_hours", Call.hours_reason), else_=""),
+}
+#: The grain of the roll-ups and of ``summarize``: every breakdown is a sum over it.
+GRAIN = ("service", "channel", "operator", "disposition", "location", "reason")
 SURVEY_SCORES = (1, 2, 3, 4, 5)
 
 
@@ -185,6 +194,10 @@ class Counts:
         return {d.key: self.value(d.key) for d in CATALOGUE}
 
 
+_FIELDS = tuple(f.name for f in fields(Counts))
+_WAIT_MAX = _FIELDS.index("wait_max")
+
+
 def _div(a: int, b: int) -> float | None:
     return a / b if b else None
 
@@ -286,11 +299,40 @@ def _plus_days(session: Session, column: Any, days: int) -> Any:
         func.substr(column, 20))
 
 
-def _has_event(kind: str, result: str | None = None) -> ColumnElement[bool]:
-    cond = [CallEvent.call_id == Call.id, CallEvent.kind == kind]
-    if result is not None:
-        cond.append(CallEvent.data["result"].as_string() == result)
-    return exists(select(CallEvent.id).where(*cond))
+def _event_flags(tenant: str, start: datetime, end: datetime) -> Any:
+    """Per call of the period: callback requested/completed, escalated (0/1)."""
+    kinds = ("callback_requested", "callback_completed", "transfer")
+    answered = and_(CallEvent.kind == "transfer",
+                    CallEvent.data["result"].as_string() == "answered")
+    return (select(CallEvent.call_id.label("call_id"),
+                   func.max(case((CallEvent.kind == "callback_requested", 1), else_=0))
+                   .label("cb_requested"),
+                   func.max(case((CallEvent.kind == "callback_completed", 1), else_=0))
+                   .label("cb_completed"),
+                   func.max(case((answered, 1), else_=0)).label("escalated"))
+            .join(Call, Call.id == CallEvent.call_id)
+            .where(CallEvent.kind.in_(kinds), Call.tenant_id == tenant,
+                   Call.arrived_at >= start, Call.arrived_at < end)
+            .group_by(CallEvent.call_id)
+            .subquery("flags"))
+
+
+def _repeats(session: Session, tenant: str, start: datetime, end: datetime,
+             days: int) -> Any:
+    """Per phone call with a number: 1 when the same number called again within ``days``
+    (the next call of that number, looked up with a window over the period + ``days``)."""
+    next_at = func.lead(Call.arrived_at).over(partition_by=Call.caller,
+                                              order_by=(Call.arrived_at, Call.id))
+    horizon = end + timedelta(days=days)
+    inner = (select(Call.id.label("id"), Call.channel.label("channel"),
+                    Call.arrived_at.label("arrived_at"), next_at.label("next_at"))
+             .where(Call.tenant_id == tenant, Call.arrived_at >= start,
+                    Call.arrived_at < horizon, Call.caller != "")
+             .subquery("seq"))
+    repeated = case((and_(inner.c.channel == "phone", inner.c.next_at.is_not(None),
+                          inner.c.next_at <= _plus_days(session, inner.c.arrived_at, days)), 1),
+                    else_=0)
+    return select(inner.c.id.label("id"), repeated.label("repeated")).subquery("repeats")
 
 
 def _sum(cond: ColumnElement[bool], value: Any = 1) -> Any:
@@ -330,14 +372,11 @@ def aggregate(session: Session, *, tenant: str, start: datetime, end: datetime,
     queued = Call.queued_at.is_not(None)
     answered = Call.agent_connected_at.is_not(None)
     abandoned = and_(queued, Call.agent_connected_at.is_(None), Call.outcome == "abandoned")
-    escalated = _has_event("transfer", "answered")
-    later = aliased(Call)
-    repeat = exists(select(later.id).where(
-        later.tenant_id == Call.tenant_id, later.caller == Call.caller,
-        later.arrived_at > Call.arrived_at,
-        later.arrived_at <= _plus_days(session, Call.arrived_at, kpi.fcr_repeat_days)))
+    flags = _event_flags(tenant, start, end)
+    repeats = _repeats(session, tenant, start, end, kpi.fcr_repeat_days)
+    escalated = func.coalesce(flags.c.escalated, 0) == 1
     resolved = and_(answered, Call.disposition.in_(kpi.resolved_dispositions), not_(escalated),
-                    or_(Call.channel != "phone", Call.caller == "", not_(repeat)))
+                    func.coalesce(repeats.c.repeated, 0) == 0)
     score = Call.survey_score
     valid_score = score.in_(SURVEY_SCORES)
     columns: list[Any] = [
@@ -356,8 +395,8 @@ def aggregate(session: Session, *, tenant: str, start: datetime, end: datetime,
         _sum(answered, func.coalesce(Call.talk_seconds, 0)).label("talk_sum"),
         _sum(answered, func.coalesce(Call.hold_seconds, 0)).label("hold_sum"),
         _sum(answered, func.coalesce(Call.wrapup_seconds, 0)).label("wrapup_sum"),
-        _sum(_has_event("callback_requested")).label("callbacks_requested"),
-        _sum(_has_event("callback_completed")).label("callbacks_completed"),
+        _sum(func.coalesce(flags.c.cb_requested, 0) == 1).label("callbacks_requested"),
+        _sum(func.coalesce(flags.c.cb_completed, 0) == 1).label("callbacks_completed"),
         _sum(and_(queued, escalated)).label("escalated"),
         _sum(and_(answered, Call.disposition == "resolved_faq")).label("resolved_faq"),
         _sum(resolved).label("fcr"),
@@ -371,6 +410,9 @@ def aggregate(session: Session, *, tenant: str, start: datetime, end: datetime,
         keys.append(bucket_expr(session, interval, tz, start).label("bucket"))
     keys.extend(func.coalesce(DIMENSIONS[d], "").label(d) for d in by)
     stmt = (select(*keys, *columns)
+            .select_from(Call)
+            .outerjoin(flags, flags.c.call_id == Call.id)
+            .outerjoin(repeats, repeats.c.id == Call.id)
             .where(Call.tenant_id == tenant, Call.arrived_at >= start, Call.arrived_at < end))
     stmt = (filters or Filters()).apply(stmt)
     if keys:
@@ -404,28 +446,48 @@ class TransferCounts:
     abandoned: int = 0
 
 
+TRANSFER_RESULTS = ("answered", "failed", "returned", "abandoned")
+
+
+def _transfer_rows(session: Session, *, tenant: str, start: datetime, end: datetime,
+                   kpi_tz: str | None = None, filters: Filters | None = None
+                   ) -> list[tuple[Any, ...]]:
+    """(hour label or '', service, channel, operator, department, result, calls) with
+    distinct calls per result and ``attempted`` for every call with a transfer."""
+    dept = func.coalesce(CallEvent.data["department"].as_string(), "")
+    result = func.coalesce(CallEvent.data["result"].as_string(), "")
+    dims: list[Any] = [func.coalesce(DIMENSIONS[d], "") for d in ("service", "channel",
+                                                                  "operator")]
+    hour: Any = (bucket_expr(session, "hour", kpi_tz, start) if kpi_tz
+                 else literal_column("''"))
+    out: list[tuple[Any, ...]] = []
+    whats: list[Any] = [result, literal_column("'attempted'")]
+    for what in whats:
+        stmt = (select(hour, *dims, dept, what, func.count(func.distinct(CallEvent.call_id)))
+                .join(Call, Call.id == CallEvent.call_id)
+                .where(Call.tenant_id == tenant, Call.arrived_at >= start,
+                       Call.arrived_at < end, CallEvent.kind == "transfer"))
+        stmt = (filters or Filters()).apply(stmt)
+        stmt = stmt.group_by(*(literal_column(str(i)) for i in range(1, 7)))
+        out.extend(tuple(row) for row in session.execute(stmt)
+                   if row[5] in (*TRANSFER_RESULTS, "attempted"))
+    return out
+
+
+def _transfer_counts(rows: Iterable[tuple[Any, ...]]) -> dict[str, TransferCounts]:
+    out: dict[str, TransferCounts] = {}
+    for *_dims, dept, result, n in rows:
+        counts = out.setdefault(str(dept), TransferCounts())
+        setattr(counts, str(result), getattr(counts, str(result)) + int(n))
+    return dict(sorted(out.items()))
+
+
 def transfers_by_department(session: Session, *, tenant: str, start: datetime,
                             end: datetime, filters: Filters | None = None
                             ) -> dict[str, TransferCounts]:
     """Per department: distinct calls whose transfer reached each result (docs/kpi.md)."""
-    stmt = (select(CallEvent.call_id, CallEvent.data)
-            .join(Call, Call.id == CallEvent.call_id)
-            .where(Call.tenant_id == tenant, Call.arrived_at >= start, Call.arrived_at < end,
-                   CallEvent.kind == "transfer"))
-    stmt = (filters or Filters()).apply(stmt)
-    seen: dict[str, dict[str, set[str]]] = {}
-    for call_id, data in session.execute(stmt):
-        data = data or {}
-        dept = str(data.get("department") or "")
-        result = str(data.get("result") or "")
-        slot = "attempted" if result in ("started", "ringing", "consulting") else result
-        if slot not in ("attempted", "answered", "failed", "returned", "abandoned"):
-            continue
-        per = seen.setdefault(dept, {})
-        per.setdefault(slot, set()).add(call_id)
-        per.setdefault("attempted", set()).add(call_id)
-    return {dept: TransferCounts(**{k: len(v) for k, v in per.items()})
-            for dept, per in sorted(seen.items())}
+    return _transfer_counts(_transfer_rows(session, tenant=tenant, start=start, end=end,
+                                           filters=filters))
 
 
 def by_column(session: Session, column: Any, *, tenant: str, start: datetime, end: datetime,
@@ -549,25 +611,174 @@ class Summary:
 
 def summarize(session: Session, *, tenant: str, start: date, end: date, kpi: KpiSettings,
               tz: str, filters: Filters | None = None) -> Summary:
-    """The whole KPI picture of [start, end) (local dates) for one tenant."""
+    """The whole KPI picture of [start, end) (local dates) for one tenant.
+
+    Hours already rolled up (``rollup``) are read from ``kpi_rollups``; the rest (today,
+    or everything when no roll-up ran) is aggregated from the calls. Both come from
+    ``aggregate``, so the figures are the same either way.
+    """
     a, b = local_range(start, end, tz)
-    kw: dict[str, Any] = {"tenant": tenant, "start": a, "end": b, "filters": filters}
-    # One aggregate query at the finest grain needed; the rest is rolled up here.
-    grains = aggregate(session, kpi=kpi, tz=tz, interval="hour",
-                       by=("service", "channel", "operator"), **kw)
-    hourly: dict[str, Counts] = {}
-    daily: dict[str, Counts] = {}
-    operators: dict[str, Counts] = {}
-    services: dict[tuple[str, str], Counts] = {}
-    for (hour, service, channel, operator), c in sorted(grains.items()):
-        hourly.setdefault(hour, Counts()).add(c)
-        daily.setdefault(hour[:10], Counts()).add(c)
-        services.setdefault((service, channel), Counts()).add(c)
-        if operator:
-            operators.setdefault(operator, Counts()).add(c)
+    kw: dict[str, Any] = {"tenant": tenant, "filters": filters}
+    rolled = _rolled_until(session, tenant)
+    split = min(max(rolled, a), b) if rolled is not None else a
+    grains: list[tuple[tuple[str, ...], Counts]] = []
+    if split > a:
+        grains.extend(_read_rollups(session, tenant, a, split, filters))
+    if b > split:
+        grains.extend(aggregate(session, kpi=kpi, tz=tz, interval="hour", by=GRAIN, start=split,
+                                end=b, **kw).items())
+    transfer_rows: list[tuple[Any, ...]] = []
+    if split > a:
+        transfer_rows.extend(_read_transfer_rollups(session, tenant, a, split, filters))
+    if b > split:
+        transfer_rows.extend(_transfer_rows(session, start=split, end=b, **kw))
+    departments = _transfer_counts(transfer_rows)
+    keys = [k for k, _c in grains]
+    matrix = np.array([[getattr(c, f) for f in _FIELDS] for _k, c in grains],
+                      dtype=np.int64).reshape(len(grains), len(_FIELDS))
+
+    def group(key_of: Any) -> dict[Any, Counts]:
+        """Sum the grain rows per ``key_of(key)`` (None: left out)."""
+        labels = [key_of(k) for k in keys]
+        wanted = [i for i, label in enumerate(labels) if label is not None]
+        if not wanted:
+            return {}
+        uniq = sorted({labels[i] for i in wanted})
+        index = {u: j for j, u in enumerate(uniq)}
+        rows = np.array([index[labels[i]] for i in wanted], dtype=np.int64)
+        sub = matrix[wanted]
+        sums = np.zeros((len(uniq), len(_FIELDS)), dtype=np.int64)
+        np.add.at(sums, rows, sub)
+        peak = np.zeros(len(uniq), dtype=np.int64)
+        np.maximum.at(peak, rows, sub[:, _WAIT_MAX])
+        sums[:, _WAIT_MAX] = peak
+        return {u: Counts(*(int(v) for v in sums[j])) for u, j in index.items()}
+
+    hourly: dict[str, Counts] = group(lambda k: k[0])
+    daily: dict[str, Counts] = group(lambda k: k[0][:10])
+    operators: dict[str, Counts] = group(lambda k: k[3] or None)
+    services: dict[tuple[str, str], Counts] = group(lambda k: (k[1], k[2]))
+    procedures = {d: c.answered for d, c in group(lambda k: k[4] or None).items() if c.answered}
+    locations = {loc: c.contacts for loc, c in group(lambda k: k[5] or None).items()}
+    reasons = {r: c.out_of_hours for r, c in group(lambda k: k[6]).items() if c.out_of_hours}
+
+    def ranked(d: dict[str, int]) -> dict[str, int]:
+        return dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))
+
     return Summary(
-        tenant=tenant, start=start, end=end, total=total(daily.values()), daily=daily,
-        hourly=hourly, operators=dict(sorted(operators.items())), services=services,
-        departments=transfers_by_department(session, **kw),
-        procedures=procedures(session, **kw), kiosk_locations=kiosk_locations(session, **kw),
-        out_of_hours=out_of_hours_reasons(session, **kw))
+        tenant=tenant, start=start, end=end, total=total(daily.values()),
+        daily=dict(sorted(daily.items())), hourly=dict(sorted(hourly.items())),
+        operators=dict(sorted(operators.items())), services=dict(sorted(services.items())),
+        departments=departments,
+        procedures=ranked(procedures), kiosk_locations=ranked(locations),
+        out_of_hours=ranked(reasons))
+
+
+# --------------------------------------------------------------------------- roll-ups
+def _rolled_until(session: Session, tenant: str) -> datetime | None:
+    from common.models.reports import KpiRollupState
+
+    state = session.get(KpiRollupState, tenant)
+    return state.complete_until if state is not None else None
+
+
+def _read_rollups(session: Session, tenant: str, start: datetime, end: datetime,
+                  filters: Filters | None) -> list[tuple[tuple[str, ...], Counts]]:
+    from common.models.reports import KpiRollup as R
+
+    stmt = (select(R.label, R.service, R.channel, R.operator, R.disposition, R.location,
+                   R.reason, cast(R.sums, Text))
+            .where(R.tenant_id == tenant, R.hour_start >= start, R.hour_start < end))
+    if filters is not None:
+        if filters.service:
+            stmt = stmt.where(R.service == filters.service)
+        if filters.channel:
+            stmt = stmt.where(R.channel == filters.channel)
+        if filters.operator:
+            stmt = stmt.where(R.operator == filters.operator)
+    rows = session.execute(stmt).all()
+    sums = json.loads("[" + ",".join(row[7] for row in rows) + "]")  # one parse, not one a row
+    return [(tuple(row[:7]), Counts(*s)) for row, s in zip(rows, sums, strict=True)]
+
+
+def _read_transfer_rollups(session: Session, tenant: str, start: datetime, end: datetime,
+                           filters: Filters | None) -> list[tuple[Any, ...]]:
+    from common.models.reports import KpiTransferRollup as T
+
+    stmt = (select(T.service, T.channel, T.operator, T.department, T.result, T.calls)
+            .where(T.tenant_id == tenant, T.hour_start >= start, T.hour_start < end))
+    if filters is not None:
+        if filters.service:
+            stmt = stmt.where(T.service == filters.service)
+        if filters.channel:
+            stmt = stmt.where(T.channel == filters.channel)
+        if filters.operator:
+            stmt = stmt.where(T.operator == filters.operator)
+    return [("", *row) for row in session.execute(stmt)]
+
+
+def rollup(session: Session, *, tenant: str, start: datetime, end: datetime,
+           kpi: KpiSettings, tz: str) -> int:
+    """Recompute the roll-up rows of the local hours in [start, end) (hour-aligned);
+    returns the number of rows written. The caller commits."""
+    from sqlalchemy import delete
+
+    from common.models.reports import KpiRollup, KpiTransferRollup
+
+    zone = ZoneInfo(tz)
+    for table in (KpiRollup, KpiTransferRollup):
+        session.execute(delete(table).where(table.tenant_id == tenant,
+                                            table.hour_start >= start, table.hour_start < end))
+    groups = aggregate(session, tenant=tenant, start=start, end=end, kpi=kpi, tz=tz,
+                       interval="hour", by=GRAIN)
+    rows = []
+    for key, c in groups.items():
+        hour_start = datetime.strptime(key[0], "%Y-%m-%d %H").replace(tzinfo=zone)
+        rows.append({"tenant_id": tenant, "hour_start": hour_start, "label": key[0],
+                     "service": key[1], "channel": key[2], "operator": key[3],
+                     "disposition": key[4], "location": key[5], "reason": key[6],
+                     "sums": [getattr(c, f.name) for f in fields(Counts)]})
+    from sqlalchemy import insert
+
+    if rows:
+        session.execute(insert(KpiRollup), rows)
+    transfers = [{"tenant_id": tenant, "label": None,
+                  "hour_start": datetime.strptime(h, "%Y-%m-%d %H").replace(tzinfo=zone),
+                  "service": sv, "channel": ch, "operator": op, "department": dept,
+                  "result": result, "calls": int(n)}
+                 for h, sv, ch, op, dept, result, n in _transfer_rows(
+                     session, tenant=tenant, start=start, end=end, kpi_tz=tz)]
+    for t in transfers:
+        del t["label"]
+    if transfers:
+        session.execute(insert(KpiTransferRollup), transfers)
+    return len(rows) + len(transfers)
+
+
+def rollup_recent(session: Session, *, tenant: str, now: datetime, kpi: KpiSettings,
+                  tz: str) -> tuple[datetime, datetime]:
+    """Roll up from (last completion − the FCR window − 1 day) to the start of the
+    current local hour; the recent days are recomputed because dispositions, surveys and
+    repeat calls arrive after the call. The first run starts at the first call."""
+    from common.models.reports import KpiRollupState
+
+    zone = ZoneInfo(tz)
+    end = now.astimezone(zone).replace(minute=0, second=0, microsecond=0)
+    state = session.get(KpiRollupState, tenant)
+    if state is None:
+        first = session.scalar(select(func.min(Call.arrived_at))
+                               .where(Call.tenant_id == tenant))
+        begin = first if first is not None else end
+    else:
+        begin = state.complete_until - timedelta(days=kpi.fcr_repeat_days + 1)
+    begin = begin.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
+    chunk = begin
+    while chunk < end:  # a month at a time
+        nxt = min(end, chunk + timedelta(days=31))
+        rollup(session, tenant=tenant, start=chunk, end=nxt, kpi=kpi, tz=tz)
+        chunk = nxt
+    if state is None:
+        session.add(KpiRollupState(tenant_id=tenant, complete_until=end, updated_at=now))
+    else:
+        state.complete_until, state.updated_at = end, now
+    return begin, end

@@ -141,3 +141,26 @@ def monthly_reports(today: str | None = None) -> list[int]:
     finally:
         client.close()
         engine.dispose()
+
+
+def kpi_rollup() -> dict[str, Any]:
+    """Cron (every few minutes): bring the KPI roll-ups of every tenant up to the current
+    hour (``common.kpi.rollup_recent``)."""
+    from common.kpi import rollup_recent
+    from common.models.reports import KPI_EVENT_INDEX
+
+    settings = load_settings()
+    engine = make_engine(settings.database_url)
+    try:
+        init_schema(engine)
+        KPI_EVENT_INDEX.create(engine, checkfirst=True)  # databases made before the index
+        now = datetime.now(UTC)
+        done: dict[str, str] = {}
+        for tenant in settings.tenants:
+            with transaction(session_factory(engine)) as session:
+                _begin, end = rollup_recent(session, tenant=tenant.id, now=now,
+                                            kpi=settings.kpi, tz=settings.site.timezone)
+            done[tenant.id] = end.isoformat()
+        return {"complete_until": done}
+    finally:
+        engine.dispose()

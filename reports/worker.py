@@ -27,6 +27,8 @@ def build_cron(settings: Settings, connection: redis.Redis) -> CronScheduler:
     # The previous month's report, early on the 1st (cron fields are the host's local time).
     cron.register(jobs.monthly_reports, "reports", cron="0 3 1 * *", job_timeout=3600,
                   name="monthly_reports")
+    cron.register(jobs.kpi_rollup, "reports", interval=300, job_timeout=1800,
+                  name="kpi_rollup")
     return cron
 
 

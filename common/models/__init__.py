@@ -9,6 +9,11 @@ from common.models.callbacks import Callback
 from common.models.calls import Call, CallEvent
 from common.models.faq import FaqItem, FaqRevision, FaqUsage, FaqWorkflowEvent  # noqa: F401
 from common.models.health import HealthSample
-from common.models.reports import Report
+from common.models.reports import (  # noqa: F401
+    KpiRollup,
+    KpiRollupState,
+    KpiTransferRollup,
+    Report,
+)
 
 __all__ = ["Call", "CallEvent", "Callback", "HealthSample", "Report", "SpecialDay"]

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common import kpi
 from common.settings import KpiSettings
+from tests.reports import synthetic
 from tests.reports.synthetic import EXPECTED_COUNTS, EXPECTED_TOTAL
 
 TZ = "Asia/Tokyo"
@@ -114,3 +115,29 @@ def test_report_periods() -> None:
         date(2026, 4, 1), date(2026, 12, 1))
     assert kpi.final_range(kpi.contract_year(date(2027, 3, 2))) == (
         date(2026, 4, 1), date(2027, 4, 1))
+
+
+def test_rollups_give_the_same_figures(month: sessionmaker[Session]) -> None:
+    """Roll up October hour by hour, then read the month from the roll-ups (plus the
+    live remainder): every KPI and breakdown is unchanged."""
+    live = summary(month)
+    with month() as session, session.begin():
+        begin, end = kpi.rollup_recent(session, tenant="city",
+                                       now=synthetic.jst(10, 20, 12, 34), kpi=SETTINGS, tz=TZ)
+    assert (begin, end) == (synthetic.jst(9, 30, 0, 0), synthetic.jst(10, 20, 12, 0))
+    mixed = summary(month)  # 1-20 Oct from roll-ups, the rest live
+    with month() as session, session.begin():
+        kpi.rollup_recent(session, tenant="city", now=synthetic.jst(11, 20, 0, 0),
+                          kpi=SETTINGS, tz=TZ)
+    rolled = summary(month)
+    for s in (mixed, rolled):
+        assert s.total.as_dict() == EXPECTED_TOTAL
+        assert s.total == live.total
+        assert s.daily == live.daily and s.hourly == live.hourly
+        assert s.operators == live.operators and s.services == live.services
+        assert s.procedures == live.procedures
+        assert s.kiosk_locations == live.kiosk_locations
+        assert s.out_of_hours == live.out_of_hours
+        assert s.departments == live.departments
+    kiosk = summary(month, filters=kpi.Filters(channel="kiosk"))
+    assert (kiosk.total.offered, kiosk.total.answered) == (3, 2)

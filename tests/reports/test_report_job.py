@@ -134,3 +134,27 @@ def test_bad_periods_are_refused(factory: sessionmaker[Session]) -> None:
         with pytest.raises(ValueError):
             jobs.create_report(s, tenant="city", kind="custom", start=date(2026, 2, 1),
                                end=date(2026, 2, 1))
+
+
+def test_cron_jobs(env: Settings, month: sessionmaker[Session]) -> None:
+    from sqlalchemy import func, select
+
+    from common.models.reports import KpiRollup, KpiRollupState, KpiTransferRollup
+    from reports.worker import build_cron
+
+    client = redis.Redis.from_url(env.redis.url)
+    try:
+        cron = build_cron(env, client)
+        registered = {job.name: job for job in cron.get_jobs()}
+    finally:
+        client.close()
+    assert registered["monthly_reports"].cron == "0 3 1 * *"
+    assert registered["kpi_rollup"].interval == 300
+    done = jobs.kpi_rollup()
+    assert set(done["complete_until"]) == {"city"}
+    with month() as s:
+        state = s.get(KpiRollupState, "city")
+        assert state is not None
+        total = sum(sums[0] for sums in s.scalars(select(KpiRollup.sums)))  # contacts first
+        assert total == 18  # every synthetic call, September to November
+        assert s.scalar(select(func.count()).select_from(KpiTransferRollup)) == 4
