@@ -56,6 +56,8 @@ def test_rendered_configuration_matches_the_settings(tmp_path: Path) -> None:
     assert set(queues.sections()) == {"general"} | {svc.queue for svc in s.services}
     assert queues["citizens"]["strategy"] == "rrmemory"
     assert "unavailable" in queues["citizens"]["joinempty"]
+    # every free operator takes a waiting caller at once, not one caller at a time
+    assert queues["general"]["autofill"] == "yes"
 
 
 def test_city_recording_replaces_the_fallback(tmp_path: Path) -> None:
