@@ -71,4 +71,7 @@ def create_app(test_config: dict[str, Any] | None = None,
     from web import dashboard
 
     app.register_blueprint(dashboard.bp)
+    from web import faq_admin
+
+    app.register_blueprint(faq_admin.bp)
     return app
