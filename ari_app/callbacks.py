@@ -247,8 +247,8 @@ class CallbackService:
         args = event.get("args") or []
         cb_id = int(args[1]) if len(args) > 1 and str(args[1]).isdigit() else 0
         callback = self._load(cb_id)
-        if callback is None:
-            await self.service.hangup(session)
+        if callback is None or callback.status in ("failed", "completed"):
+            await self.service.hangup(session)  # unknown, or closed meanwhile (cancelled)
             return
         session.call_id = callback.call_id
         session.tenant = callback.tenant_id

@@ -27,6 +27,7 @@ from ari_app.stasis import StasisDispatcher
 from ari_app.timeline import CalendarStore, TimelineStore
 from ari_app.transfers import TransferService
 from common import commands as cmds
+from common.console_events import SupervisorListen, SupervisorListenStop
 from common.db import init_schema, make_engine, session_factory
 from common.events import ComponentState
 from common.keys import Keys
@@ -64,6 +65,8 @@ class Controller:
         self.commands.register(cmds.CallTransfer, self._transfer)
         self.commands.register(cmds.CallTransferComplete, self._transfer_complete)
         self.commands.register(cmds.CallTransferCancel, self._transfer_cancel)
+        self.commands.register(SupervisorListen, self._listen)
+        self.commands.register(SupervisorListenStop, self._listen_stop)
         self.presence = PresenceMonitor(self.ami, self.redis, self.keys, self.notifier, settings)
         self.queues.on_agent_connect = self._agent_connected
         self.queues.resolve_call = self._resolve_queue_caller
@@ -146,6 +149,14 @@ class Controller:
 
     async def _transfer_cancel(self, cmd: cmds.CallTransferCancel) -> None:
         await self._on_call(cmd.tenant, cmd.call_id, self.transfers.cancel)
+
+    async def _listen(self, cmd: SupervisorListen) -> None:
+        await self._on_call(cmd.tenant, cmd.call_id, lambda s: self.service.supervision.start(
+            s, cmd.mode, cmd.endpoint, cmd.supervisor))
+
+    async def _listen_stop(self, cmd: SupervisorListenStop) -> None:
+        await self._on_call(cmd.tenant, cmd.call_id,
+                            lambda s: self.service.supervision.stop(s, "stopped"))
 
     # ------------------------------------------------------------------ resync
 

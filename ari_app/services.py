@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from ari_app.ari_ import AriClient
 from ari_app.exceptions import AriError, AriNotFound
 from ari_app.notifier import Notifier
+from ari_app.supervision import SupervisionService
 from ari_app.survey import SurveyService
 from ari_app.timeline import CalendarStore, NewCall, TimelineStore
 from ari_app.transfers import Transfer
@@ -79,6 +80,7 @@ class CallService:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.tz = ZoneInfo(settings.site.timezone)
         self.survey = SurveyService(self)
+        self.supervision = SupervisionService(self)
         # set by the dispatcher: deliver an event to a call's task after a delay
         self.later: Callable[[str, str, float], None] = lambda _call, _kind, _delay: None
         self.prompts: dict[str, str] = {

@@ -162,10 +162,15 @@ class StasisDispatcher:
                 elif kind == "ChannelDestroyed":
                     await self.callbacks.leg_destroyed(session, event)
             elif leg is not None:
+                supervision = self.service.supervision
                 if kind == "StasisStart":
-                    await self.transfers.stasis_start(session, event)
+                    if not await supervision.leg_started(session, event):
+                        await self.transfers.stasis_start(session, event)
                 elif kind == "ChannelDestroyed":
-                    await self.transfers.leg_destroyed(session, event)
+                    if leg == session.data.get("agent_channel_id"):
+                        await supervision.stop(session, "call_ended")
+                    if not await supervision.leg_gone(session, leg):
+                        await self.transfers.leg_destroyed(session, event)
                 elif kind == "ChannelTransfer":
                     await self.transfers.refer(session, event)
             elif kind == "StasisStart":

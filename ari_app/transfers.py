@@ -97,6 +97,7 @@ class TransferService:
         if not agent_channel or session.state != "queued":
             raise CommandError("not_connected", "the call is not connected to an operator")
         ext, endpoint, department = self.resolve(session.tenant, target)
+        await self.service.supervision.stop(session, "transferred")
         transfer = Transfer(kind=kind, target=ext, endpoint=endpoint, department=department,
                             note=note, operator=session.data.get("agent", ""),
                             agent_channel=agent_channel_id,

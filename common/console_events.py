@@ -80,7 +80,7 @@ class CaseOutcome(Event):
 class DeviceState(Event):
     """Presence of a phone (Asterisk device state), for the console's staff directory.
 
-    Producer: ari_app (not yet). It also mirrors the state into the Redis hash
+    Producer: ari_app (ari_app/presence.py). It also mirrors the state into the Redis hash
     ``presence_key(keys)`` (extension -> state) so that a page can render it at once.
     """
 

@@ -20,7 +20,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from common.models.accounts import OPERATOR, ROLES, STAFF, User
+from common.models.accounts import OPERATOR, ROLES, STAFF, SUPERVISOR, User
 from common.settings import Settings
 
 MAX_PASSWORD = 256
@@ -222,11 +222,12 @@ def create_user(db: Session, *, username: str, tenant_id: str, roles: set[str],
 
 def apply_phone(user: User, settings: Settings, *, sip_endpoint: str | None,
                 extension: str | None) -> None:
-    """Tie operators to their softphone and staff to their department extension."""
+    """Tie operators to their softphone and staff to their department extension; a
+    supervisor may have a softphone too (to listen to, whisper to or join calls)."""
     roles = user.roles
     endpoints = operator_endpoints(settings)
     extensions = staff_extensions(settings, user.tenant_id)
-    if OPERATOR in roles and sip_endpoint in endpoints:
+    if (OPERATOR in roles or SUPERVISOR in roles) and sip_endpoint in endpoints:
         user.sip_endpoint = sip_endpoint
         user.extension = endpoints[sip_endpoint]
         user.department_id = None
