@@ -209,6 +209,11 @@ def index_status() -> dict[str, Any]:
     return {"generation": generation, "built_at": built_at, "queued": pending}
 
 
+def _bad_text(text: str) -> bool:
+    """Control characters other than line breaks and tabs (PostgreSQL refuses NUL)."""
+    return has_control_chars(text.replace("\n", "").replace("\r", "").replace("\t", ""))
+
+
 def _norm(text: str) -> str:
     return unicodedata.normalize("NFKC", text).lower()
 
@@ -306,6 +311,10 @@ def _form_content(kind: str) -> tuple[Content | None, dict[str, Any], dict[str, 
     for name in ("title", "category", "department", "procedures", "keywords", "reason"):
         if name not in errors and has_control_chars(raw[name]):
             errors[name] = _("Remove the control characters.")
+    if "body" not in errors and _bad_text(raw["body"]):
+        errors["body"] = _("Remove the control characters.")
+    if any(_bad_text(h) or _bad_text(b) for h, b in sections):
+        errors["sections"] = _("Remove the control characters.")
     if raw["channels"] not in CHANNELS:
         errors["channels"] = _("Choose a value from the list.")
     if not raw["title"]:
@@ -447,10 +456,11 @@ def _transition(item_id: int, action: str, roles: frozenset[str]) -> Reply:
     if version is None:
         return _render_item(item_id, status=400, error=_(
             "The form is incomplete. Reload the page and try again."))
-    if len(comment) > REASON_MAX or has_control_chars(comment.replace("\n", "")
-                                                       .replace("\r", "")):
+    if len(comment) > REASON_MAX:
         return _render_item(item_id, status=400, error=_(
             "The comment can be at most %(n)d characters.", n=REASON_MAX))
+    if _bad_text(comment):
+        return _render_item(item_id, status=400, error=_("Remove the control characters."))
     db = get_db()
     actor = faq_actor()
     done: list[str] = []
@@ -575,8 +585,9 @@ def acknowledge(revision_id: int) -> Reply:
     assert rev is not None
     _own_item(rev.item_id)
     comment = field("comment", REASON_MAX)
-    if len(comment) > REASON_MAX:
-        flash(_("The comment can be at most %(n)d characters.", n=REASON_MAX), "error")
+    if len(comment) > REASON_MAX or _bad_text(comment):
+        flash(_("The comment can be at most %(n)d characters.", n=REASON_MAX) + " "
+              + _("Remove the control characters."), "error")
         return redirect(url_for("faq_admin.reports"), 303)
     try:
         change = services.acknowledge(db, faq_actor(), revision_id, comment)
