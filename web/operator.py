@@ -28,7 +28,7 @@ from common.commands import (
 from common.console_events import DISPOSITIONS, CaseOutcome
 from common.events import Event
 from common.models.accounts import OPERATOR, User
-from web import console
+from web import callbacks, console
 from web.access import audit_event, login_required
 from web.cases import Reply, answer, card_context, disposition_labels, load_case, me, wants_fetch
 from web.db import get_db, get_keys, get_redis
@@ -79,7 +79,27 @@ def console_page() -> str:
         current=call, recent=console.recent_calls(db, user.tenant_id, endpoint)
         if endpoint else [], last_id=latest_id(get_redis(), get_keys()),
         services=console.tenant_services(user.tenant_id),
-        all_dispositions=disposition_labels(), **ctx)
+        all_dispositions=disposition_labels(), **callback_context(user), **ctx)
+
+
+def callback_context(user: User, service_id: str = "") -> dict[str, Any]:
+    """What the callback list template needs (the list as ``user`` may see it)."""
+    return {"callbacks": callbacks.rows_for(get_db(), user, service_id),
+            "callback_labels": callbacks.status_labels(),
+            "callback_results": callbacks.result_labels()}
+
+
+@bp.get("/callbacks")
+@login_required(roles=ROLES)
+def callback_list() -> Reply:
+    """The callbacks of the tenant's services (``?partial=1``: the table alone)."""
+    user = me()
+    ctx = callback_context(user)
+    if request.args.get("partial") == "1":
+        return render_template("console/_callbacks.html", **ctx)
+    return render_template("console/callbacks.html", list_url=url_for(
+        "operator.callback_list", partial=1), last_id=latest_id(get_redis(), get_keys()),
+        services=[], service="", **ctx)
 
 
 @bp.get("/state")

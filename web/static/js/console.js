@@ -71,14 +71,30 @@
     }, 150);
   }
 
+  // the callback list: reloaded (debounced) when a call or a queue place changes
+  var callbacksTimer = null;
+  function refreshCallbacks() {
+    var url = root.getAttribute("data-callbacks-url");
+    if (!url || callbacksTimer) { return; }
+    callbacksTimer = window.setTimeout(function () {
+      callbacksTimer = null;
+      var el = document.getElementById("callbacks");
+      if (!el) { return; }
+      getHTML(url).then(function (html) { el.innerHTML = html; }).catch(function () {});
+    }, 150);
+  }
+
   // -- events ---------------------------------------------------------------------
   function handle(ev) {
     var d = ev.data || {};
+    var type = String(ev.type || "");
+    if (type.indexOf("call.") === 0 || type === "queue.caller") { refreshCallbacks(); }
     if (ev.type === "command.result") {
       say(d.ok ? msg("ok") : msg("failed") + " " + (d.code || ""));
       if (kind === "operator") { refreshState(); }
       return;
     }
+    if (kind === "callbacks") { return; }
     if (kind === "supervisor") { refreshBoards(); return; }
     if (ev.type === "case.note" && d.call_id === currentCall) { refreshNotes(currentCall); return; }
     if (ev.type === "call.ended" && d.call_id === currentCall) {
@@ -137,6 +153,7 @@
       say(body.message || body.error || "");
       if (body.ok && form.hasAttribute("data-reset")) { form.reset(); }
       if (body.ok && body.note_id && currentCall) { refreshNotes(currentCall); }
+      if (body.ok && form.hasAttribute("data-refresh-callbacks")) { refreshCallbacks(); }
     }).catch(function () { say(msg("error")); });
   });
 
