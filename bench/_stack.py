@@ -441,7 +441,10 @@ class BenchStack:
 
             def all_answered() -> bool:
                 for _sid, body in read_events(client, keys, count=100000):
-                    event = decode(body)
+                    try:
+                        event = decode(body)
+                    except Exception:  # noqa: BLE001 - other events; only results count
+                        continue
                     cid = getattr(event, "command_id", None)
                     if event.type == "command.result" and cid in pending:
                         results[cid] = event.to_dict()["data"]
