@@ -490,36 +490,6 @@ def transfers_by_department(session: Session, *, tenant: str, start: datetime,
                                            filters=filters))
 
 
-def by_column(session: Session, column: Any, *, tenant: str, start: datetime, end: datetime,
-              where: Sequence[ColumnElement[bool]] = (), filters: Filters | None = None
-              ) -> dict[str, int]:
-    key = func.coalesce(column, "")
-    stmt = (select(key, func.count())
-            .where(Call.tenant_id == tenant, Call.arrived_at >= start, Call.arrived_at < end,
-                   *where)
-            .group_by(literal_column("1")))
-    stmt = (filters or Filters()).apply(stmt)
-    rows = [(str(k), int(n)) for k, n in session.execute(stmt)]
-    return dict(sorted(rows, key=lambda kv: (-kv[1], kv[0])))
-
-
-def procedures(session: Session, **kw: Any) -> dict[str, int]:
-    """Handled contacts per disposition category (answered, disposition set)."""
-    return by_column(session, Call.disposition,
-                     where=(Call.agent_connected_at.is_not(None), Call.disposition.is_not(None)),
-                     **kw)
-
-
-def kiosk_locations(session: Session, **kw: Any) -> dict[str, int]:
-    """Kiosk sessions per location (``location``, else the kiosk id in ``caller``)."""
-    return by_column(session, func.coalesce(Call.location, Call.caller),
-                     where=(Call.channel == "kiosk",), **kw)
-
-
-def out_of_hours_reasons(session: Session, **kw: Any) -> dict[str, int]:
-    return by_column(session, Call.hours_reason, where=(Call.outcome == "out_of_hours",), **kw)
-
-
 # --------------------------------------------------------------------------- Erlang C
 def erlang_c(traffic: float, agents: int) -> float:
     """Probability that a call waits (Erlang C) for ``traffic`` Erlangs on ``agents``."""
