@@ -55,7 +55,7 @@ def people(make_user: MakeUser) -> dict[str, User]:
         "nophone": make_user("op3", {"operator"}, sip_endpoint="none"),
         "staff": make_user("staff1", {"staff"}, extension="2001", display_name="佐藤"),
         "staff2": make_user("staff2", {"staff"}, extension="2002"),
-        "sup": make_user("sup1", {"supervisor"}),
+        "sup": make_user("sup1", {"supervisor"}, sip_endpoint=None),  # no phone yet
         "admin": make_user("admin", {"administrator"}),
         "townop": make_user("townop", {"operator"}, tenant_id="town", sip_endpoint="op04"),
     }
