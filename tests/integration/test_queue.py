@@ -118,7 +118,7 @@ def test_eighth_caller_waits_for_the_first_free_operator(
         return len(now) == 7 and all(m["in_call"] for m in now.values())
 
     try:
-        wait_until(all_busy, 20, "the 7 operators did not all get a call")
+        wait_until(all_busy, 40, "the 7 operators did not all get a call")
     except AssertionError as exc:
         from tests.integration.test_first_call import events_of
         evs = [e.to_dict() for e in events_of(call_settings) if e.type == "queue.member"]

@@ -97,7 +97,7 @@ def test_killed_controller_loses_no_call_and_timelines_complete(
                 for c in rows)
             return rows if ok else []
 
-        rows = wait_until(complete, 30, "timelines did not complete after the restart")
+        rows = wait_until(complete, 60, "timelines did not complete after the restart")
         third = next(c for c in rows if c.caller == "0901000003")
         kinds = [e.kind for e in third.events]
         assert kinds.count("arrived") == 1 and kinds.count("ended") == 1

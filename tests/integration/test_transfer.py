@@ -81,9 +81,9 @@ def transfer_results(settings: Settings, call_id: str) -> list[str]:
 
 def assert_nothing_left(settings: Settings, asterisk: AsteriskInstance) -> None:
     wait_until(lambda: not [c for c in ari(settings, "/channels")
-                            if not c["name"].startswith("Local/")], 15,
+                            if not c["name"].startswith("Local/")], 30,
                f"channels left: {asterisk.cli('core show channels')}")
-    wait_until(lambda: not ari(settings, "/bridges"), 10, "bridges left behind")
+    wait_until(lambda: not ari(settings, "/bridges"), 30, "bridges left behind")
 
 
 def login(settings: Settings) -> None:
