@@ -79,7 +79,8 @@ KPI_ROW_HEADERS = [bilingual("期間", "Period"), bilingual("受付", "Offered")
                    bilingual("満足度", "Satisfaction")]
 
 
-def _kpi_row(label: str, c: Counts) -> list[Any]:
+def kpi_row(label: str, c: Counts) -> list[Any]:
+    """One row under KPI_ROW_HEADERS."""
     return [label, c.offered, c.answered, c.abandoned, c.short_abandoned,
             _num(c.service_level), _num(c.asa), _num(c.aht), _num(c.satisfaction, 2)]
 
@@ -109,14 +110,14 @@ def build_tables(summary: Summary, kpi: KpiSettings, names: Names,
     """Every table of the dashboard and the reports for one summary."""
     tables = [kpi_table(kpi, summary.total, previous)]
     daily = Table("daily", bilingual("日別の推移", "Per day"), list(KPI_ROW_HEADERS))
-    daily.rows = [_kpi_row(day, c) for day, c in summary.daily.items()]
+    daily.rows = [kpi_row(day, c) for day, c in summary.daily.items()]
     tables.append(daily)
     hourly = Table("hourly", bilingual("時間帯別（全日の合計）", "Per hour of day"),
                    [bilingual("時", "Hour"), *KPI_ROW_HEADERS[1:]])
     per_hour: dict[int, Counts] = {}
     for label, c in summary.hourly.items():
         per_hour.setdefault(int(label[11:13]), Counts()).add(c)
-    hourly.rows = [_kpi_row(f"{h:02d}:00", c) for h, c in sorted(per_hour.items())]
+    hourly.rows = [kpi_row(f"{h:02d}:00", c) for h, c in sorted(per_hour.items())]
     tables.append(hourly)
     heat = summary.heatmap()
     hours = sorted({h for (_d, h) in heat})
@@ -138,7 +139,7 @@ def build_tables(summary: Summary, kpi: KpiSettings, names: Names,
     svc = Table("services", bilingual("サービス・チャネル別", "Per service and channel"),
                 [bilingual("サービス", "Service"), bilingual("チャネル", "Channel"),
                  *KPI_ROW_HEADERS[1:]])
-    svc.rows = [[names.services.get(s, s), CHANNEL_NAMES.get(ch, ch), *_kpi_row("", c)[1:]]
+    svc.rows = [[names.services.get(s, s), CHANNEL_NAMES.get(ch, ch), *kpi_row("", c)[1:]]
                 for (s, ch), c in summary.services.items()]
     tables.append(svc)
     dept = Table("departments", bilingual("部署別の転送（エスカレーション）",

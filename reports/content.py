@@ -14,7 +14,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from common import kpi
-from common.kpi_tables import Names, Table, bilingual, build_tables, fmt, staffing_table
+from common.kpi_tables import (
+    Names,
+    Table,
+    bilingual,
+    build_tables,
+    fmt,
+    kpi_row,
+    staffing_table,
+)
 from common.models.faq import FaqItem, FaqRevision
 from common.models.health import HealthSample
 from common.settings import Settings
@@ -141,10 +149,8 @@ def _list_table(key: str, title: str, headers: list[str], rows: list[list[Any]])
 
 
 def _monthly_table(daily: Table, monthly: dict[str, kpi.Counts]) -> Table:
-    from common.kpi_tables import _kpi_row
-
     table = Table("monthly", bilingual("月別の推移", "Per month"), daily.headers)
-    table.rows = [_kpi_row(m, c) for m, c in sorted(monthly.items())]
+    table.rows = [kpi_row(m, c) for m, c in sorted(monthly.items())]
     return table
 
 

@@ -34,7 +34,16 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from common import kpi
 from common.kpi_charts import bar_chart, heatmap_svg
-from common.kpi_tables import Names, Table, build_tables, to_csv, to_xlsx
+from common.kpi_tables import (
+    KPI_ROW_HEADERS,
+    Names,
+    Table,
+    bilingual,
+    build_tables,
+    kpi_row,
+    to_csv,
+    to_xlsx,
+)
 from common.models.accounts import ADMINISTRATOR, SUPERVISOR
 from common.models.reports import REPORT_KINDS, Report
 from web.access import audit_event, current_user, ensure_tenant, login_required
@@ -112,6 +121,21 @@ def _summary() -> tuple[kpi.Summary, list[Table], date, date, kpi.Filters]:
     summary = kpi.summarize(get_db(), tenant=_tenant(), start=start, end=end,
                             kpi=settings.kpi, tz=settings.site.timezone, filters=filters)
     tables = build_tables(summary, settings.kpi, Names.from_settings(settings, _tenant()))
+    if end - start == timedelta(days=1):  # one day: also every 15 minutes (live query)
+        a, b = kpi.local_range(start, end, settings.site.timezone)
+        quarters = kpi.aggregate(get_db(), tenant=_tenant(), start=a, end=b, kpi=settings.kpi,
+                                 tz=settings.site.timezone, interval="15min", filters=filters)
+        table = Table("quarters", bilingual("15分ごと", "Every 15 minutes"),
+                      list(KPI_ROW_HEADERS))
+        table.rows = [kpi_row(label[11:], c) for (label,), c in sorted(quarters.items())]
+        tables.insert(2, table)
+    elif (end - start).days > 62:  # long ranges: also per month
+        months: dict[str, kpi.Counts] = {}
+        for day, c in summary.daily.items():
+            months.setdefault(day[:7], kpi.Counts()).add(c)
+        table = Table("monthly", bilingual("月別の推移", "Per month"), list(KPI_ROW_HEADERS))
+        table.rows = [kpi_row(m, c) for m, c in sorted(months.items())]
+        tables.insert(1, table)
     return summary, tables, start, end, filters
 
 

@@ -116,3 +116,16 @@ def test_generate_and_download(sup: FlaskClient, loaded: Flask, web_settings: Se
     login(other, "townsup")
     assert other.get(f"/kpi/reports/{rid}/report.pdf").status_code == 404
     assert other.get("/kpi/reports.json").get_json()["reports"] == []
+
+
+def test_quarter_hours_and_months(sup: FlaskClient) -> None:
+    day = {"from": "2026-10-01", "to": "2026-10-01"}
+    resp = sup.get("/kpi/export.csv", query_string={**day, "table": "quarters"})
+    rows = list(csv.reader(io.StringIO(resp.get_data(as_text=True).lstrip("\ufeff"))))
+    assert [(r[0], r[1]) for r in rows[1:]] == [("00:00", "0"), ("09:00", "2")]
+    year = {"from": "2026-04-01", "to": "2027-03-31"}
+    resp = sup.get("/kpi/export.csv", query_string={**year, "table": "monthly"})
+    rows = list(csv.reader(io.StringIO(resp.get_data(as_text=True).lstrip("\ufeff"))))
+    assert [(r[0], r[1], r[2]) for r in rows[1:]] == [("2026-09", "0", "0"),
+                                                       ("2026-10", "13", "8"),
+                                                       ("2026-11", "1", "1")]
