@@ -9,11 +9,14 @@ stream (``web.sse``). Wrap-up (notes, disposition, FAQ items used) is saved to S
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, jsonify, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from common.commands import (
     PAUSE_REASONS,
@@ -28,6 +31,7 @@ from common.commands import (
 from common.console_events import DISPOSITIONS, CaseOutcome
 from common.events import Event
 from common.models.accounts import OPERATOR, User
+from common.models.calls import Call, CallEvent
 from web import callbacks, console
 from web.access import audit_event, login_required
 from web.cases import Reply, answer, card_context, disposition_labels, load_case, me, wants_fetch
@@ -35,6 +39,9 @@ from web.db import get_db, get_keys, get_redis
 from web.forms import field, has_control_chars
 from web.sse import latest_id
 from web.views import register_nav
+
+#: After-call work longer than this is not counted (the operator left the page open).
+WRAPUP_MAX_SECONDS = 1800
 
 bp = Blueprint("operator", __name__, url_prefix="/operator")
 ROLES = {OPERATOR}
@@ -192,6 +199,7 @@ def wrapup(call_id: str) -> Reply:
         return answer(False, " ".join(errors), target, status=400)
     call.notes = notes or None
     call.disposition = disposition
+    record_wrapup(db, call, disposition)
     already = set(console.faq_used(db, call.id))
     for item_id in ids or []:
         if item_id not in already:
@@ -204,6 +212,26 @@ def wrapup(call_id: str) -> Reply:
     audit_event("case.wrapup", object_type="case", object_id=call.id)
     return answer(True, _("Saved: %(what)s.", what=disposition_labels()[disposition]),
                    target)
+
+
+def record_wrapup(db: Session, call: Call, disposition: str) -> None:
+    """After-call work: from the end of the operator's part of the call (app_queue's
+    AgentComplete, else the call's end) to the first wrap-up; kept on the call and its
+    timeline for the KPIs' handle time. A call still in progress has none."""
+    if call.wrapup_seconds is not None:
+        return
+    finished = db.scalar(select(CallEvent.at).where(
+        CallEvent.call_id == call.id, CallEvent.kind == "agent_complete")
+        .order_by(CallEvent.at.desc()).limit(1)) or call.ended_at
+    if finished is None:
+        return
+    now = datetime.now(UTC)
+    seconds = max(0, min(int((now - finished).total_seconds()), WRAPUP_MAX_SECONDS))
+    call.wrapup_seconds = seconds
+    db.add(CallEvent(call_id=call.id, at=now, kind="wrapup_end", source="web",
+                     dedup_key="wrapup_end",
+                     data={"agent": call.agent, "seconds": seconds,
+                           "disposition": disposition}))
 
 
 # ------------------------------------------------------------------------- FAQ

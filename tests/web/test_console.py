@@ -626,3 +626,27 @@ def test_expired_session_sends_the_operator_to_log_in(app: Flask, people: dict[s
     assert "セッションの有効期限が切れました" in resp.get_data(as_text=True)
     resp = op.post("/calls/c1/notes", data={"text": "x"}, headers=FETCH)
     assert resp.status_code in (400, 401)
+
+
+def test_wrapup_records_after_call_work(app: Flask, people: dict[str, User]) -> None:
+    """After-call work runs from AgentComplete to the first wrap-up; a live call has none."""
+    add_call(app, "live")
+    add_call(app, "done", status="ended")
+    with resources(app).factory() as db:
+        db.add(CallEvent(call_id="done", at=datetime.now(UTC) - timedelta(seconds=42),
+                         kind="agent_complete", source="ami", dedup_key="agent_complete:1",
+                         data={"agent": "op01", "talk_seconds": 60}))
+        db.commit()
+    op = signed_in(app, "op1")
+    token = csrf(op, "/operator/")
+    for call_id in ("live", "done", "done"):  # the second save of "done" changes nothing
+        assert op.post(f"/operator/calls/{call_id}/wrapup", data={
+            "disposition": "other", "csrf_token": token}, headers=FETCH).status_code == 200
+    with resources(app).factory() as db:
+        assert db.get(Call, "live").wrapup_seconds is None  # type: ignore[union-attr]
+        done = db.get(Call, "done")
+        assert done is not None and 42 <= (done.wrapup_seconds or 0) <= 50
+        rows = db.scalars(select(CallEvent).where(CallEvent.call_id == "done",
+                                                  CallEvent.kind == "wrapup_end")).all()
+        assert len(rows) == 1 and rows[0].data["disposition"] == "other"
+        assert rows[0].data["seconds"] == done.wrapup_seconds
