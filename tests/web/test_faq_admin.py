@@ -209,9 +209,10 @@ def test_create_submit_approve_publish(app: Flask, clients: Clients, rds: Any) -
     history_page = text(clients["sup"].get(f"/faq-admin/{item_id}"))
     for word in ("承認します", "確認をお願いします", "appr", "公開中"):
         assert word in history_page
-    actions = [r.action for r in audit_rows(app, object_type="faq_item",
-                                            object_id=str(item_id))]
-    assert actions == ["faq.create", "faq.submit", "faq.approve", "faq.publish"]
+    actions = [(r.action, r.actor) for r in audit_rows(app, object_type="faq_item",
+                                                       object_id=str(item_id))]
+    assert actions == [("faq.create", "sup"), ("faq.submit", "sup"), ("faq.approve", "appr"),
+                       ("faq.publish", "appr")]
     for row in audit_rows(app):  # who and what, never the content
         assert "印鑑" not in f"{row.reason}{row.object_id}"
 
@@ -507,3 +508,13 @@ def test_render_body_allows_only_a_safe_subset() -> None:
     assert "<ul><li>一</li><li>二</li></ul>" in html
     assert '<a href="http://example.org/p"' in html
     assert set(re.findall(r"<(\w+)", html)) <= {"p", "br", "ul", "li", "a"}
+
+
+def test_english_second(app: Flask, clients: Clients) -> None:
+    item_id = make_item(app)
+    page = text(clients["sup"].get(f"/faq-admin/{item_id}?lang=en"))
+    assert "Submit for approval" in page and "Changes against the published revision" in page
+    page = text(clients["sup"].get("/faq-admin/"))  # the choice is kept in the session
+    assert "FAQ and manuals" in page and "Draft" in page and "下書き" not in page
+    japanese = text(clients["adm"].get("/faq-admin/"))
+    assert "FAQ・マニュアル" in japanese and "下書き" in japanese
