@@ -40,8 +40,13 @@ class AriClient:
         self.user = user
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         self._auth_header = {"Authorization": f"Basic {token}"}
-        self._http = httpx.AsyncClient(base_url=self.base_url, headers=self._auth_header,
-                                       timeout=timeout)
+        # Enough parallel requests for hundreds of calls (Asterisk's http.conf allows
+        # more sessions than this); a request waits for a free connection rather than
+        # failing while a burst of calls arrives.
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=self._auth_header,
+            timeout=httpx.Timeout(timeout, pool=60.0),
+            limits=httpx.Limits(max_connections=96, max_keepalive_connections=96))
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.on_event: EventCallback = lambda _event: None

@@ -24,7 +24,7 @@ from ari_app.presence import PresenceMonitor
 from ari_app.queues import CommandError, QueueManager
 from ari_app.services import CallService, CallSession
 from ari_app.stasis import StasisDispatcher
-from ari_app.timeline import CalendarStore, TimelineStore
+from ari_app.timeline import CachedCalendar, CalendarStore, Recorder, TimelineStore
 from ari_app.transfers import TransferService
 from common import commands as cmds
 from common.console_events import SupervisorListen, SupervisorListenStop
@@ -47,16 +47,21 @@ class Controller:
                              settings.ari.backoff_initial, settings.ari.backoff_max)
         self.ami = AmiConnection(ast.host, ast.ami_port, ast.ami_user, ast.ami_secret,
                                  reconnect_delay=max(1.0, settings.ari.backoff_initial))
-        self.redis = aioredis.Redis.from_url(settings.redis.url)
+        # a blocking pool: under a burst, a publish waits for a free connection instead
+        # of failing with "Too many connections"
+        self.redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
+            settings.redis.url, max_connections=64, timeout=20))
         self.engine = make_engine(settings.database_url)
         init_schema(self.engine)
         factory = session_factory(self.engine)
         self.store = TimelineStore(factory)
         self.notifier = Notifier(self.redis, self.keys, settings.redis.event_stream_maxlen)
+        self.recorder = Recorder(self.notifier.publish)
         self.service = CallService(self.ari, self.store, self.notifier, settings,
-                                   CalendarStore(factory), clock=clock)
+                                   CachedCalendar(CalendarStore(factory)), clock=clock,
+                                   recorder=self.recorder)
         self.queues = QueueManager(self.ami, self.redis, self.keys, self.store, self.notifier,
-                                   settings)
+                                   settings, self.recorder)
         self.commands = CommandConsumer(self.redis, self.keys, self.notifier, self.instance)
         self.commands.register(cmds.AgentLogin, self.queues.login)
         self.commands.register(cmds.AgentLogout, self.queues.logout)
@@ -87,6 +92,7 @@ class Controller:
             asyncio.create_task(self.ari.run(), name="ari-websocket"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
             asyncio.create_task(self.commands.run(), name="commands"),
+            asyncio.create_task(self.recorder.run(), name="recorder"),
             asyncio.create_task(self.callbacks.run_due(), name="callbacks"),
         ]
         await self._stopping.wait()
@@ -95,6 +101,10 @@ class Controller:
         self._stopping.set()
 
     async def close(self) -> None:
+        try:  # what the calls already reported goes to the database before we stop
+            await asyncio.wait_for(self.recorder.flush(), 10)
+        except TimeoutError:
+            logger.error("timeline writes still pending at shutdown")
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -106,6 +116,7 @@ class Controller:
         except RedisError:
             pass
         await self.redis.aclose()
+        await self.redis.connection_pool.disconnect()
         self.engine.dispose()
 
     def _resolve_queue_caller(self, event: Any) -> tuple[str, bool]:
@@ -170,8 +181,11 @@ class Controller:
         await self._publish_component("ari", "up")
         await self.service.load_prompts_from_asterisk()
         channels = {c["id"]: c for c in await self.ari.get("/channels")}
-        app = await self.ari.get(f"/applications/{self.settings.asterisk.ari_app}")
-        in_app = set(app.get("channel_ids", []))
+        # channels inside Stasis right now (the application's channel_ids also lists the
+        # channels it merely watches)
+        in_app = {cid for cid, c in channels.items()
+                  if (c.get("dialplan") or {}).get("app_name") == "Stasis"}
+        await self.recorder.flush()
         active = await asyncio.to_thread(self.store.active_call_ids)
         for call_id in active:
             if call_id in self.dispatcher.sessions:
@@ -182,9 +196,9 @@ class Controller:
             else:
                 self.dispatcher.adopt(channel, in_stasis=call_id in in_app)
         for channel_id in in_app - set(active):
-            channel = channels.get(channel_id)
-            if channel is not None and not str(channel.get("name", "")).startswith(
-                    ("UnicastRTP/", "Snoop/")):
+            channel = channels[channel_id]
+            args = str((channel.get("dialplan") or {}).get("app_data", ""))
+            if f"{self.settings.asterisk.ari_app},inbound" in args:
                 self.dispatcher.adopt(channel, in_stasis=True)
         logger.info("resync: %d channel(s) in Asterisk, %d active call(s) on record, "
                     "%d in our app", len(channels), len(active), len(in_app))

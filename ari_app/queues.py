@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from ari_app.ami import AmiConnection
 from ari_app.notifier import Notifier
-from ari_app.timeline import NewCall, TimelineStore
+from ari_app.timeline import NewCall, Recorder, TimelineStore
 from common.commands import (
     PAUSE_REASONS,
     AgentLogin,
@@ -74,7 +74,9 @@ def _int(value: Any, default: int = 0) -> int:
 
 class QueueManager:
     def __init__(self, ami: AmiConnection, redis: aioredis.Redis, keys: Keys,
-                 store: TimelineStore, notifier: Notifier, settings: Settings) -> None:
+                 store: TimelineStore, notifier: Notifier, settings: Settings,
+                 recorder: Recorder) -> None:
+        self.recorder = recorder
         self.ami = ami
         self.redis = redis
         self.keys = keys
@@ -238,7 +240,7 @@ class QueueManager:
     async def _ensure_call(self, event: Any) -> str:
         call_id = str(event.get("Uniqueid", ""))
         service = self.queue_service.get(event.get("Queue", ""))
-        await asyncio.to_thread(self.store.ensure_call, NewCall(
+        self.recorder.write(self.store.ensure_call, NewCall(
             call_id=call_id, tenant_id=service.tenant if service else "",
             service_id=service.id if service else None,
             channel=service.channel if service else "phone", did="",
@@ -248,9 +250,12 @@ class QueueManager:
 
     async def _record(self, call_id: str, kind: str, event: Any, data: dict[str, Any],
                       key_extra: str = "") -> None:
+        if not call_id:
+            logger.debug("AMI %s without a known call; not recorded", kind)
+            return
         at = ami_time(event)
         dedup = f"{kind}:{event.get('Timestamp', '')}{key_extra}"
-        await asyncio.to_thread(self.store.record, call_id, kind, at, data, dedup, "ami")
+        self.recorder.write(self.store.record, call_id, kind, at, data, dedup, "ami")
 
     async def _callers_changed(self, queue: str, call_id: str, state: str, event: Any,
                                position: int = 0, wait: int = 0, agent: str = "") -> None:
@@ -283,7 +288,7 @@ class QueueManager:
         call_id = await self._ensure_call(event)
         await self._record(call_id, "queue_join", event, {"queue": queue, "position": position,
                                                           "count": _int(event.get("Count"))})
-        await asyncio.to_thread(self.store.update_call, call_id, ("queued_at",), queue=queue,
+        self.recorder.write(self.store.update_call, call_id, ("queued_at",), queue=queue,
                                 queued_at=ami_time(event), queue_position=position)
         await self._callers_changed(queue, call_id, "joined", event, position=position)
 
@@ -309,7 +314,7 @@ class QueueManager:
         await self._record(call_id, "abandon", event, {
             "queue": queue, "position": position,
             "original_position": _int(event.get("OriginalPosition")), "wait_seconds": wait})
-        await asyncio.to_thread(self.store.update_call, call_id, outcome="abandoned",
+        self.recorder.write(self.store.update_call, call_id, outcome="abandoned",
                                 abandoned_position=position, wait_seconds=wait)
         await self._callers_changed(queue, call_id, "abandoned", event, position=position,
                                     wait=wait)
@@ -345,7 +350,7 @@ class QueueManager:
             "agent_channel": event.get("DestChannel", "")})
         self.on_agent_connect(call_id, agent, str(event.get("DestChannel", "")),
                               str(event.get("DestUniqueid", "")))
-        await asyncio.to_thread(self.store.update_call, call_id, agent=agent,
+        self.recorder.write(self.store.update_call, call_id, agent=agent,
                                 agent_connected_at=ami_time(event), wait_seconds=wait,
                                 outcome="answered")
         await self._callers_changed(queue, call_id, "connected", event, wait=wait, agent=agent)
@@ -360,7 +365,7 @@ class QueueManager:
         await self._record(call_id, "agent_complete", event, {
             "agent": event.get("MemberName", ""), "talk_seconds": talk,
             "reason": event.get("Reason", "")})
-        await asyncio.to_thread(self.store.update_call, call_id, talk_seconds=talk)
+        self.recorder.write(self.store.update_call, call_id, talk_seconds=talk)
 
     # ----------------------------------------------------------------- rebuild
 

@@ -21,7 +21,7 @@ from ari_app.exceptions import AriError, AriNotFound
 from ari_app.notifier import Notifier
 from ari_app.supervision import SupervisionService
 from ari_app.survey import SurveyService
-from ari_app.timeline import CalendarStore, NewCall, TimelineStore
+from ari_app.timeline import CachedCalendar, CalendarStore, NewCall, Recorder, TimelineStore
 from ari_app.transfers import Transfer
 from common.events import (
     CallAnswered,
@@ -70,13 +70,15 @@ class CallSession:
 
 class CallService:
     def __init__(self, ari: AriClient, store: TimelineStore, notifier: Notifier,
-                 settings: Settings, calendar: CalendarStore,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 settings: Settings, calendar: CalendarStore | CachedCalendar,
+                 clock: Callable[[], datetime] | None = None,
+                 recorder: Recorder | None = None) -> None:
         self.ari = ari
         self.store = store
         self.notifier = notifier
         self.settings = settings
         self.calendar = calendar
+        self.recorder = recorder or Recorder(notifier.publish)
         self.clock = clock or (lambda: datetime.now(UTC))
         self.tz = ZoneInfo(settings.site.timezone)
         self.survey = SurveyService(self)
@@ -121,13 +123,12 @@ class CallService:
                       channel=service.channel if service else "phone", did=did,
                       caller=caller.get("number", ""), caller_name=caller.get("name", ""),
                       arrived_at=at)
-        fresh = await asyncio.to_thread(self.store.call_arrived, new,
-                                        {"did": did, "channel_name": channel.get("name", "")})
-        if fresh:
-            await self.notifier.publish(CallArrived(
-                at=at, call_id=session.call_id, tenant=session.tenant,
-                service=service.id if service else "", channel=new.channel, did=did,
-                caller=new.caller, caller_name=new.caller_name))
+        self.recorder.write(self.store.call_arrived, new,
+                            {"did": did, "channel_name": channel.get("name", "")},
+                            only_if_new=True, publish=CallArrived(
+                                at=at, call_id=session.call_id, tenant=session.tenant,
+                                service=service.id if service else "", channel=new.channel,
+                                did=did, caller=new.caller, caller_name=new.caller_name))
         if resumed:
             # The controller restarted while this caller was in Stasis: skip the rest of
             # the greeting and put them where they were going.
@@ -140,23 +141,23 @@ class CallService:
         await self._answer(session)
         if service is None:
             session.state = "rejecting"
-            await asyncio.to_thread(self.store.set_outcome, session.call_id, "rejected")
-            await asyncio.to_thread(self.store.record, session.call_id, "rejected",
-                                    datetime.now(UTC), {"reason": "unknown DID", "did": did})
-            await self.notifier.publish(CallRejected(call_id=session.call_id, did=did,
+            self.recorder.write(self.store.set_outcome, session.call_id, "rejected")
+            self.recorder.write(self.store.record, session.call_id, "rejected",
+                                datetime.now(UTC), {"reason": "unknown DID", "did": did},
+                                publish=CallRejected(call_id=session.call_id, did=did,
                                                      reason="unknown DID"))
             logger.info("%s: DID %s is not configured; announcing and hanging up",
                         session.call_id, did)
             await self._play(session, "unknown_number", lambda: self._hangup(session))
             return
         decision = await asyncio.to_thread(self.hours, service)
-        await asyncio.to_thread(self.store.record, session.call_id, "hours", datetime.now(UTC),
-                                decision.as_dict())
-        await asyncio.to_thread(self.store.update_call, session.call_id,
-                                hours_reason=decision.reason)
+        self.recorder.write(self.store.record, session.call_id, "hours", datetime.now(UTC),
+                            decision.as_dict())
+        self.recorder.write(self.store.update_call, session.call_id,
+                            hours_reason=decision.reason)
         if not decision.open:
             session.state = "closed"
-            await asyncio.to_thread(self.store.set_outcome, session.call_id, "out_of_hours")
+            self.recorder.write(self.store.set_outcome, session.call_id, "out_of_hours")
             logger.info("%s: %s is closed (%s %s); announcing the hours", session.call_id,
                         service.id, decision.reason, decision.detail)
             await self._play(session, "out_of_hours", lambda: self._hangup(session))
@@ -172,8 +173,8 @@ class CallService:
     async def _answer(self, session: CallSession) -> None:
         await self.ari.post(f"/channels/{session.channel_id}/answer")
         at = datetime.now(UTC)
-        await asyncio.to_thread(self.store.call_answered, session.call_id, at)
-        await self.notifier.publish(CallAnswered(at=at, call_id=session.call_id,
+        self.recorder.write(self.store.call_answered, session.call_id, at,
+                            publish=CallAnswered(at=at, call_id=session.call_id,
                                                  tenant=session.tenant))
 
     async def _play(self, session: CallSession, prompt: str,
@@ -185,9 +186,9 @@ class CallService:
         await self.ari.post(f"/channels/{session.channel_id}/play",
                             media=f"sound:{self.prompts[prompt]}", playbackId=playback_id,
                             lang=self.settings.site.language)
-        await asyncio.to_thread(self.store.record, session.call_id, "prompt", datetime.now(UTC),
-                                {"prompt": prompt, "state": "started"}, f"prompt:{prompt}")
-        await self.notifier.publish(CallPrompt(call_id=session.call_id, tenant=session.tenant,
+        self.recorder.write(self.store.record, session.call_id, "prompt", datetime.now(UTC),
+                            {"prompt": prompt, "state": "started"}, f"prompt:{prompt}",
+                            publish=CallPrompt(call_id=session.call_id, tenant=session.tenant,
                                                prompt=prompt, state="started"))
 
     async def play_then(self, session: CallSession, prompt: str,
@@ -229,9 +230,9 @@ class CallService:
         then, session.after_playback = session.after_playback, None
         state = "failed" if playback.get("state") == "failed" else "finished"
         prompt = session.data.get("prompt", "")
-        await asyncio.to_thread(self.store.record, session.call_id, "prompt_end", ari_time(event),
-                                {"prompt": prompt, "state": state}, f"prompt_end:{prompt}")
-        await self.notifier.publish(CallPrompt(call_id=session.call_id, tenant=session.tenant,
+        self.recorder.write(self.store.record, session.call_id, "prompt_end", ari_time(event),
+                            {"prompt": prompt, "state": state}, f"prompt_end:{prompt}",
+                            publish=CallPrompt(call_id=session.call_id, tenant=session.tenant,
                                                prompt=prompt, state=state))
         if then is not None:
             await then()
@@ -250,8 +251,8 @@ class CallService:
         queue = session.service.queue
         await self.ari.post(f"/channels/{session.channel_id}/continue", context="mado-queue",
                             extension=queue, priority=1)
-        await asyncio.to_thread(self.store.record, session.call_id, "to_queue", datetime.now(UTC),
-                                {"queue": queue})
+        self.recorder.write(self.store.record, session.call_id, "to_queue", datetime.now(UTC),
+                            {"queue": queue})
 
     async def _hangup(self, session: CallSession) -> None:
         try:
@@ -280,22 +281,22 @@ class CallService:
         cause = event.get("cause")
         cause_txt = event.get("cause_txt", "")
         at = ari_time(event)
-        fresh = await asyncio.to_thread(self.store.call_ended, session.call_id, at,
-                                        cause if isinstance(cause, int) else None, cause_txt)
-        if fresh:
-            await self.notifier.publish(CallEnded(at=at, call_id=session.call_id,
-                                                  tenant=session.tenant,
-                                                  cause=cause if isinstance(cause, int) else 0,
-                                                  cause_txt=cause_txt))
+        self.recorder.write(self.store.call_ended, session.call_id, at,
+                            cause if isinstance(cause, int) else None, cause_txt,
+                            only_if_new=True,
+                            publish=CallEnded(at=at, call_id=session.call_id,
+                                              tenant=session.tenant,
+                                              cause=cause if isinstance(cause, int) else 0,
+                                              cause_txt=cause_txt))
 
     async def ended_while_away(self, call_id: str) -> None:
         """A call we had as active no longer exists in Asterisk (we were disconnected)."""
         at = datetime.now(UTC)
         txt = "ended while the controller was disconnected"
-        if await asyncio.to_thread(self.store.call_ended, call_id, at, None, txt, None,
-                                   "system"):
-            await self.notifier.publish(CallEnded(at=at, call_id=call_id, tenant="", cause=0,
-                                                  cause_txt=txt))
+        self.recorder.write(self.store.call_ended, call_id, at, None, txt, None, "system",
+                            only_if_new=True,
+                            publish=CallEnded(at=at, call_id=call_id, tenant="", cause=0,
+                                              cause_txt=txt))
 
     # ----------------------------------------------------------------- helpers
 
@@ -304,8 +305,10 @@ class CallService:
         try:
             await self.ari.post(f"/applications/{self.ari.app}/subscription",
                                 eventSource=f"channel:{channel_id}")
-        except AriNotFound:
-            pass
+        except AriError as exc:
+            # 404/422: the channel is already gone ("Event source does not exist")
+            if exc.status not in (404, 422):
+                raise
 
     async def resubscribe(self, channel_id: str) -> None:
         await self._subscribe(channel_id)

@@ -7,6 +7,10 @@ controller calls them through ``asyncio.to_thread``.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -14,12 +18,16 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.db import transaction
+from common.events import Event
 from common.hours import SpecialDay as SpecialDayRule
 from common.hours import parse_time
 from common.models import Call, CallEvent, SpecialDay
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,8 @@ class TimelineStore:
     def update_call(self, call_id: str, only_if_null: tuple[str, ...] = (),
                     **values: Any) -> None:
         """Set columns of a call; those named in ``only_if_null`` only when still empty."""
+        if not call_id:
+            return
         with transaction(self._factory) as session:
             call = session.get(Call, call_id)
             if call is None:
@@ -141,3 +151,68 @@ class CalendarStore:
                     note=row.note)
                 for row in rows
             }
+
+
+class Recorder:
+    """Writes timeline records in submission order, off the call-handling path.
+
+    Call handling (answer, greeting, queue) never waits for the database: handlers submit
+    writes here and go on. One task carries them out in order (so a call's ``arrived``
+    is always written before its queue events from AMI), publishing each write's event
+    afterwards when asked to. A failed write is retried, then logged; it never stops the
+    calls.
+    """
+
+    def __init__(self, notify: Callable[[Event], Awaitable[None]]) -> None:
+        self._queue: asyncio.Queue[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any],
+                                         Event | None, bool]] = asyncio.Queue()
+        self._notify = notify
+        self.failed = 0
+
+    def write(self, fn: Callable[..., Any], *args: Any, publish: Event | None = None,
+              only_if_new: bool = False, **kwargs: Any) -> None:
+        self._queue.put_nowait((fn, args, kwargs, publish, only_if_new))
+
+    async def flush(self) -> None:
+        await self._queue.join()
+
+    async def run(self) -> None:
+        while True:
+            fn, args, kwargs, event, only_if_new = await self._queue.get()
+            try:
+                result = None
+                for attempt in range(3):
+                    try:
+                        result = await asyncio.to_thread(fn, *args, **kwargs)
+                        break
+                    except OperationalError as exc:
+                        if attempt == 2:
+                            raise
+                        logger.warning("database write failed (%s); retrying", exc)
+                        await asyncio.sleep(0.5 * (attempt + 1))
+                if event is not None and (result or not only_if_new):
+                    await self._notify(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.failed += 1
+                logger.exception("timeline write %s failed", getattr(fn, "__name__", fn))
+            finally:
+                self._queue.task_done()
+
+
+class CachedCalendar:
+    """Special days per service, re-read at most every ``ttl`` seconds."""
+
+    def __init__(self, store: CalendarStore, ttl: float = 30.0) -> None:
+        self.store = store
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, dict[date, SpecialDayRule]]] = {}
+
+    def special_days(self, service_id: str) -> dict[date, SpecialDayRule]:
+        now = time.monotonic()
+        cached = self._cache.get(service_id)
+        if cached is None or now - cached[0] > self.ttl:
+            cached = (now, self.store.special_days(service_id))
+            self._cache[service_id] = cached
+        return cached[1]

@@ -76,6 +76,18 @@ class Event:
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
 
 
+CATALOG = ("common.commands", "common.console_events", "common.faq_events")
+
+
+def load_catalog() -> None:
+    """Register every event type of the product (the modules that define them import
+    this one, so they are loaded on demand here rather than at import time)."""
+    import importlib
+
+    for module in CATALOG:
+        importlib.import_module(module)
+
+
 def decode(text: str | bytes) -> Event:
     try:
         raw = json.loads(text)
@@ -85,6 +97,9 @@ def decode(text: str | bytes) -> Event:
         raise EventError("an event is a JSON object")
     type_name = raw.get("type")
     cls = REGISTRY.get(type_name) if isinstance(type_name, str) else None
+    if cls is None and isinstance(type_name, str):
+        load_catalog()
+        cls = REGISTRY.get(type_name)
     if cls is None:
         raise EventError(f"unknown event type {type_name!r}")
     version = raw.get("version")

@@ -45,3 +45,17 @@ def test_every_event_type_is_documented() -> None:
     for name in REGISTRY:
         assert f"`{name}`" in doc, f"{name} missing from docs/events.md"
     assert CallEnded.type == "call.ended"
+
+
+def test_every_product_event_decodes_without_importing_its_module() -> None:
+    import subprocess
+    import sys
+
+    code = ("from common.events import decode; "
+            "import json; "
+            "e = decode(json.dumps({'type': 'device.state', 'version': 1, 'id': 'x', "
+            "'at': '2026-01-01T00:00:00+00:00', 'data': {'tenant': 'city', "
+            "'extension': '2001', 'state': 'in_use'}})); print(e.state)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "in_use"
