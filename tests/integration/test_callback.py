@@ -57,7 +57,7 @@ def test_callback_keeps_the_place_and_calls_operator_first(
         assert send(call_settings, AgentLogin(tenant="city", endpoint="op01",
                                               queues=["citizens"]))["ok"]
         wait_until(lambda: members(call_settings).get("op01", {}).get("status") ==
-                   "not_in_use", 15, "op01 not ready")
+                   "not_in_use", 30, "op01 not ready")
 
         def caller(name: str, number: str, scenario: str, ms: int) -> subprocess.Popen[str]:
             proc = run_sipp(call_settings, scenario, DID, tmp_path / name, duration_ms=ms,
@@ -118,7 +118,7 @@ def test_busy_citizen_is_retried_then_given_up(
         assert send(call_settings, AgentLogin(tenant="city", endpoint="op01",
                                               queues=["citizens"]))["ok"]
         wait_until(lambda: members(call_settings).get("op01", {}).get("status") ==
-                   "not_in_use", 15, "op01 not ready")
+                   "not_in_use", 30, "op01 not ready")
         busy = run_sipp(call_settings, "uac_hangup.xml", DID, tmp_path / "busy",
                         duration_ms=14000, background=True,
                         keys={"caller": "0901000001", "rtp_port": "4000"})
@@ -158,7 +158,7 @@ def test_booked_callback_survives_a_controller_restart(
         assert send(call_settings, AgentLogin(tenant="city", endpoint="op01",
                                               queues=["citizens"]))["ok"]
         wait_until(lambda: members(call_settings).get("op01", {}).get("status") ==
-                   "not_in_use", 15, "op01 not ready")
+                   "not_in_use", 30, "op01 not ready")
         busy = run_sipp(call_settings, "uac_hangup.xml", DID, tmp_path / "busy",
                         duration_ms=30000, background=True,
                         keys={"caller": "0901000001", "rtp_port": "4000"})

@@ -61,7 +61,7 @@ def login(settings: Settings, endpoints: list[str], asterisk: AsteriskInstance) 
         result = send(settings, AgentLogin(tenant="city", endpoint=ep, queues=["citizens"]))
         assert result["ok"], result
     wait_until(lambda: len([m for m in members(settings).values()
-                            if m["status"] == "not_in_use"]) >= len(endpoints), 15,
+                            if m["status"] == "not_in_use"]) >= len(endpoints), 30,
                f"operators not ready: {asterisk.cli('queue show citizens')}")
 
 

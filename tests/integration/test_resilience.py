@@ -57,7 +57,7 @@ def test_killed_controller_loses_no_call_and_timelines_complete(
         assert send(call_settings, AgentLogin(tenant="city", endpoint="op01",
                                               queues=["citizens"]))["ok"]
         wait_until(lambda: members(call_settings).get("op01", {}).get("status") ==
-                   "not_in_use", 15, "op01 not ready")
+                   "not_in_use", 30, "op01 not ready")
         callers: list[subprocess.Popen[str]] = []
 
         def caller(name: str, number: str, duration: int) -> None:

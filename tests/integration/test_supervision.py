@@ -28,7 +28,7 @@ def test_supervisor_listens_to_an_operator_call(
         assert send(call_settings, AgentLogin(tenant="city", endpoint="op01",
                                               queues=["citizens"]))["ok"]
         wait_until(lambda: members(call_settings).get("op01", {}).get("status") ==
-                   "not_in_use", 15, "op01 not ready")
+                   "not_in_use", 30, "op01 not ready")
         caller, call_id = connected_call(call_settings, tmp_path, 14000)
         bad = send(call_settings, SupervisorListen(tenant="city", call_id=call_id, mode="spy",
                                                    endpoint="op07"))

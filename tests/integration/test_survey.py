@@ -27,7 +27,7 @@ def test_caller_scores_the_call_after_the_operator_hangs_up(
         assert send(call_settings, AgentLogin(tenant="city", endpoint="op01",
                                               queues=["citizens"]))["ok"]
         wait_until(lambda: members(call_settings).get("op01", {}).get("status") ==
-                   "not_in_use", 15, "op01 not ready")
+                   "not_in_use", 30, "op01 not ready")
         result = run_sipp(call_settings, "uac_survey.xml", "0312345678", tmp_path / "caller",
                           duration_ms=9000, keys={"caller": "0901234567", "rtp_port": "4000"},
                           timeout=60)
