@@ -89,7 +89,7 @@ def assert_nothing_left(settings: Settings, asterisk: AsteriskInstance) -> None:
 def login(settings: Settings) -> None:
     assert send(settings, AgentLogin(tenant="city", endpoint="op01",
                                      queues=["citizens"]))["ok"]
-    wait_until(lambda: members(settings).get("op01", {}).get("status") == "not_in_use", 15,
+    wait_until(lambda: members(settings).get("op01", {}).get("status") == "not_in_use", 30,
                "op01 not ready")
 
 
