@@ -270,7 +270,7 @@ class QueueManager:
             waiting = int(await self.redis.hlen(key))
         except RedisError as exc:
             logger.warning("queue mirror not updated (Redis: %s)", exc)
-        await self.notifier.publish(QueueCallerState(
+        self.recorder.publish(QueueCallerState(
             at=ami_time(event), queue=queue, call_id=call_id, state=state, position=position,
             waiting=waiting, wait_seconds=wait, agent=agent))
 

@@ -134,7 +134,8 @@ def test_lost_ami_connection_rebuilds_queue_state(
 
         state = wait_until(rebuilt, 30, f"queue state not rebuilt:\n{ari_app.output()}")
         assert state["op01"]["paused"] is True
-        assert ari_app.output().count("queue state rebuilt from QueueStatus") >= 2
+        wait_until(lambda: ari_app.output().count("queue state rebuilt from QueueStatus") >= 2,
+                   10, "no second rebuild logged")
         assert "AMI connection lost" in ari_app.output()
         client = redis.Redis.from_url(call_settings.redis.url, decode_responses=True)
         raw = client.hget(Keys(call_settings.redis.prefix).queue_members("citizens"), "op02")
