@@ -76,7 +76,8 @@ class Event:
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
 
 
-CATALOG = ("common.commands", "common.console_events", "common.faq_events")
+CATALOG = ("common.commands", "common.console_events", "common.faq_events",
+           "common.transcription", "common.kiosk")
 
 
 def load_catalog() -> None:

@@ -21,7 +21,18 @@ from common.db import ping
 from common.keys import Keys
 
 COMPONENTS = ("asterisk", "ari", "ami", "ari_app", "redis", "database", "worker", "cron",
-              "kiosk_bridge")
+              "kiosk_bridge", "transcriber")
+
+#: What the health page says about a speech model the transcriber cannot use
+#: (``ModelError.problem`` in its heartbeat), each with the fix.
+_MODEL_FIX = ("Fix: set transcription.model_path to an unpacked Vosk model folder "
+              "(am/, conf/, graph/; README)")
+MODEL_PROBLEMS = {
+    "not_configured": "speech model missing: transcription.model_path is not set",
+    "not_found": "speech model missing: {path} does not exist",
+    "not_a_model": "speech model unusable: {path} is not a Vosk model folder",
+    "load_failed": "speech model unusable: Vosk could not load {path}",
+}
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,31 @@ def _from_ari_app(beats: list[dict[str, str]]) -> list[ComponentHealth]:
     return out
 
 
+def _from_transcriber(beats: list[dict[str, str]]) -> ComponentHealth:
+    """Up when one transcriber has its model loaded; otherwise why, with the fix. Calls
+    go on without transcription either way (docs/transcription.md)."""
+    if not beats:
+        return ComponentHealth("transcriber", False,
+                               "not running (no heartbeat): calls are not transcribed. "
+                               "Fix: start python -m transcriber.main (make run)")
+    up = [b for b in beats if b.get("state") == "up"]
+    if up:
+        streams = sum(int(b.get("streams", "0") or 0) for b in up)
+        rtf = max(float(b.get("rtf", "0") or 0) for b in up)
+        return ComponentHealth("transcriber", True,
+                               f"{len(up)} instance(s) up, {streams} stream(s), "
+                               f"real-time factor {rtf:.2f}")
+    beat = max(beats, key=lambda b: float(b.get("updated_at", 0) or 0))
+    state = beat.get("state", "down")
+    problem = MODEL_PROBLEMS.get(beat.get("problem", ""))
+    if problem is not None:
+        why = problem.format(path=beat.get("model_path", "") or "the folder")
+        return ComponentHealth("transcriber", False,
+                               f"{why}. {_MODEL_FIX}")
+    return ComponentHealth("transcriber", False,
+                           f"{state}: {beat.get('detail', '')}".rstrip(": "))
+
+
 def collect(client: redis.Redis, keys: Keys, engine: Engine) -> list[ComponentHealth]:
     """Check every component; never raises."""
     results: list[ComponentHealth] = []
@@ -91,8 +127,10 @@ def collect(client: redis.Redis, keys: Keys, engine: Engine) -> list[ComponentHe
         results.append(ComponentHealth(
             "kiosk_bridge", bool(bridges),
             f"{len(bridges)} instance(s) reporting" if bridges else "not running (no heartbeat)"))
+        results.append(_from_transcriber(read_heartbeats(client, keys, "transcriber")))
     else:
-        for comp in ("ari_app", "asterisk", "ari", "ami", "worker", "cron", "kiosk_bridge"):
+        for comp in ("ari_app", "asterisk", "ari", "ami", "worker", "cron", "kiosk_bridge",
+                     "transcriber"):
             results.append(ComponentHealth(comp, False, "unknown: Redis is unreachable"))
     try:
         ping(engine)

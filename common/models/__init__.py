@@ -15,5 +15,7 @@ from common.models.reports import (  # noqa: F401
     KpiTransferRollup,
     Report,
 )
+from common.models.transcripts import TranscriptPurge, TranscriptSegment
 
-__all__ = ["Call", "CallEvent", "Callback", "HealthSample", "Report", "SpecialDay"]
+__all__ = ["Call", "CallEvent", "Callback", "HealthSample", "Report", "SpecialDay",
+           "TranscriptPurge", "TranscriptSegment"]

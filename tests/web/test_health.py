@@ -84,3 +84,41 @@ def test_security_headers_on_health(client: FlaskClient) -> None:
     assert resp.headers["Referrer-Policy"] == "same-origin"
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
 
+
+
+@pytest.mark.filterwarnings(RQ_STATE_DEPRECATION)
+def test_transcriber_without_model_is_a_clear_problem_with_the_fix(
+        client: FlaskClient, settings: Settings) -> None:
+    """The heartbeat the transcriber writes when its model folder is missing
+    (tests/transcription/test_transcriber.py checks the real process writes it)."""
+    import redis
+
+    from common.health import write_heartbeat
+    from common.keys import Keys
+
+    make_everything_healthy(settings)
+    r = redis.Redis.from_url(settings.redis.url)
+    write_heartbeat(r, Keys(settings.redis.prefix), "transcriber", "test", {
+        "state": "unavailable", "problem": "not_found",
+        "model_path": "/opt/models/vosk-model-small-ja-0.22",
+        "detail": "speech model folder /opt/models/vosk-model-small-ja-0.22 does not exist"},
+        ttl=60)
+    r.close()
+    resp = client.get("/health.json")
+    assert resp.status_code == 503
+    body = resp.get_json()
+    tx = body["components"]["transcriber"]
+    assert tx["ok"] is False
+    assert tx["detail"].startswith(
+        "speech model missing: /opt/models/vosk-model-small-ja-0.22 does not exist. "
+        "Fix: set transcription.model_path to an unpacked Vosk model folder")
+    assert all(c["ok"] for n, c in body["components"].items() if n != "transcriber")
+    page = client.get("/health").get_data(as_text=True)
+    assert "音声認識（文字起こし）" in page and "speech model missing" in page
+
+
+def test_transcriber_not_running_is_shown(client: FlaskClient) -> None:
+    body = client.get("/health.json").get_json()
+    tx = body["components"]["transcriber"]
+    assert tx == {"ok": False, "detail": "not running (no heartbeat): calls are not "
+                  "transcribed. Fix: start python -m transcriber.main (make run)"}
