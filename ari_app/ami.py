@@ -19,6 +19,17 @@ logger = logging.getLogger(__name__)
 
 EventHandler = Callable[[Manager, Any], Any]
 
+# Every AMI event the controller handles. manager.conf is rendered with one include
+# filter per name (asterisk/templates/manager.conf.j2), so Asterisk sends nothing else;
+# registering a handler for another event fails loudly instead of never firing.
+QUEUE_EVENTS = (
+    "QueueMemberAdded", "QueueMemberRemoved", "QueueMemberStatus", "QueueMemberPause",
+    "QueueCallerJoin", "QueueCallerLeave", "QueueCallerAbandon", "AgentCalled",
+    "AgentRingNoAnswer", "AgentConnect", "AgentComplete",
+)
+PRESENCE_EVENTS = ("DeviceStateChange",)
+SUBSCRIBED_EVENTS = QUEUE_EVENTS + PRESENCE_EVENTS
+
 
 class AmiConnection:
     def __init__(self, host: str, port: int, user: str, secret: str,
@@ -35,6 +46,9 @@ class AmiConnection:
         self.on_login: list[Callable[[], Any]] = []
 
     def register_event(self, pattern: str, handler: EventHandler) -> None:
+        if pattern not in SUBSCRIBED_EVENTS:
+            raise ValueError(f"AMI event {pattern!r} is filtered out by manager.conf: add it "
+                             "to SUBSCRIBED_EVENTS in ari_app/ami.py")
         self._handlers.append((pattern, handler))
         if self.manager is not None:
             self.manager.register_event(pattern, handler)

@@ -8,19 +8,27 @@ URL), one websocket per application with reconnect and exponential backoff, a ca
 after every (re)connect so the controller can resync with ``GET /channels``, and typed
 errors. Events are handed to one non-blocking ``on_event`` callback in arrival order;
 the controller fans them out to one task per call.
+
+Requests go over the event websocket while it is open (Asterisk 22's REST over
+WebSocket, ``RESTRequest``/``RESTResponse`` matched by ``request_id``): ~0.2 ms a round
+trip here against ~0.6 ms for HTTP, a fraction of httpx's CPU per request, and no
+connection or thread per request in Asterisk. Without a websocket (starting up,
+reconnecting) they go over HTTP; ``over_ws=False`` forces HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from ari_app.exceptions import AriAuthError, AriError, AriNotFound, AriUnavailable
@@ -55,28 +63,61 @@ class AriClient:
         self.connected = asyncio.Event()
         self.last_error = ""
         self.connect_attempts = 0
+        self.timeout = timeout
+        self._ws: ClientConnection | None = None
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._request_ids = itertools.count(1)
 
     # ------------------------------------------------------------------ REST
 
     async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                      json_body: Any = None) -> Any:
+                      json_body: Any = None, over_ws: bool = True) -> Any:
         clean = {k: v for k, v in (params or {}).items() if v is not None}
+        if over_ws and self._ws is not None:
+            return await self._ws_request(self._ws, method, path, clean, json_body)
         try:
             resp = await self._http.request(method, path, params=clean, json=json_body)
         except httpx.TransportError as exc:
             raise AriUnavailable(f"cannot reach ARI at {self.base_url}: {exc!r}") from None
-        if resp.status_code == 401:
+        return self._result(method, path, resp.status_code, resp.text)
+
+    def _result(self, method: str, path: str, status: int, text: str) -> Any:
+        if status == 401:
             raise AriAuthError(self._auth_message())
-        if resp.status_code == 404:
-            raise AriNotFound(method, path, resp.text)
-        if resp.status_code >= 400:
-            raise AriError(method, path, resp.status_code, resp.text)
-        if not resp.content:
+        if status == 404:
+            raise AriNotFound(method, path, text)
+        if status >= 400:
+            raise AriError(method, path, status, text)
+        if not text:
             return None
         try:
-            return resp.json()
+            return json.loads(text)
         except ValueError:
-            return resp.text
+            return text
+
+    async def _ws_request(self, ws: ClientConnection, method: str, path: str,
+                          params: dict[str, Any], body: Any) -> Any:
+        request_id = f"r{next(self._request_ids)}"
+        uri = path.lstrip("/") + (f"?{urlencode(params)}" if params else "")
+        message: dict[str, Any] = {"type": "RESTRequest", "request_id": request_id,
+                                   "method": method, "uri": uri}
+        if body is not None:
+            message["content_type"] = "application/json"
+            message["message_body"] = json.dumps(body)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            await ws.send(json.dumps(message))
+            reply = await asyncio.wait_for(future, self.timeout)
+        except ConnectionClosed as exc:
+            raise AriUnavailable(f"ARI websocket closed during {method} {path}: {exc}") from None
+        except TimeoutError:
+            raise AriUnavailable(f"no answer from ARI to {method} {path} over the websocket "
+                                 f"within {self.timeout:.0f} s") from None
+        finally:
+            self._pending.pop(request_id, None)
+        return self._result(method, path, int(reply.get("status_code") or 500),
+                            str(reply.get("message_body") or ""))
 
     async def get(self, path: str, **params: Any) -> Any:
         return await self.request("GET", path, params=params)
@@ -119,12 +160,19 @@ class AriClient:
                     self.connected.set()
                     for cb in self.on_connect:
                         await self._safe(cb)
+                    # only now: nothing reads the websocket's replies while the callbacks run
+                    self._ws = ws
                     async for message in ws:
                         try:
                             event = json.loads(message)
                         except ValueError:
                             logger.warning("ARI sent a message that is not JSON: %.200r",
                                            message)
+                            continue
+                        if event.get("type") == "RESTResponse":
+                            waiting = self._pending.get(str(event.get("request_id")))
+                            if waiting is not None and not waiting.done():
+                                waiting.set_result(event)
                             continue
                         try:
                             self.on_event(event)
@@ -142,6 +190,10 @@ class AriClient:
                 self.last_error = (f"cannot reach ARI at {self.base_url}: {exc}. Is Asterisk "
                                    "running, and does http.conf bind that address and port?")
                 logger.warning("%s; retrying in %.1f s", self.last_error, delay)
+            self._ws = None
+            for waiting in self._pending.values():
+                if not waiting.done():
+                    waiting.set_exception(AriUnavailable("ARI websocket closed"))
             if self.connected.is_set():
                 self.connected.clear()
                 for cb in self.on_disconnect:

@@ -19,18 +19,21 @@ from ari_app.ari_ import AriClient
 from ari_app.callbacks import CallbackService, callback_of_channel
 from ari_app.commands import CommandConsumer
 from ari_app.exceptions import AriError, AriUnavailable
+from ari_app.kiosk import KioskService
 from ari_app.notifier import Notifier
 from ari_app.presence import PresenceMonitor
 from ari_app.queues import CommandError, QueueManager
 from ari_app.services import CallService, CallSession
 from ari_app.stasis import StasisDispatcher
 from ari_app.timeline import CachedCalendar, CalendarStore, Recorder, TimelineStore
+from ari_app.transcription import TranscriptionService
 from ari_app.transfers import TransferService
 from common import commands as cmds
 from common.console_events import SupervisorListen, SupervisorListenStop
 from common.db import init_schema, make_engine, session_factory
 from common.events import ComponentState
 from common.keys import Keys
+from common.kiosk import KioskEnd, KioskStart
 from common.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -75,9 +78,15 @@ class Controller:
         self.presence = PresenceMonitor(self.ami, self.redis, self.keys, self.notifier, settings)
         self.queues.on_agent_connect = self._agent_connected
         self.queues.resolve_call = self._resolve_queue_caller
+        self.service.transcription = TranscriptionService(self.service, self.redis,
+                                                          self.keys)
         self.transfers = TransferService(self.service, self.ami)
         self.callbacks = CallbackService(self.service, factory)
         self.dispatcher = StasisDispatcher(self.service, self.transfers, self.callbacks)
+        self.kiosk = KioskService(self.service, self.dispatcher, self.redis, self.keys)
+        self.dispatcher.kiosk = self.kiosk
+        self.commands.register(KioskStart, self.kiosk.start)
+        self.commands.register(KioskEnd, self.kiosk.end)
         self.ari.on_event = self.dispatcher.on_event
         self.ari.on_connect.append(self.resync)
         self.ari.on_disconnect.append(self._ari_down)
@@ -138,6 +147,7 @@ class Controller:
                          channel_id: str) -> None:
         self.dispatcher.submit(call_id, "MadoAgentConnected", agent=agent,
                                channel_name=channel_name, agent_channel_id=channel_id)
+        self.kiosk.agent_connected(call_id, agent)
 
     async def _on_call(self, tenant: str, call_id: str,
                        action: Callable[[CallSession], Awaitable[None]]) -> None:
@@ -185,6 +195,10 @@ class Controller:
         # channels it merely watches)
         in_app = {cid for cid, c in channels.items()
                   if (c.get("dialplan") or {}).get("app_name") == "Stasis"}
+        # of those, callers that arrived and were never sent on (the others are in a
+        # transfer or another step of ours: they are watched, not routed afresh)
+        inbound = {cid for cid in in_app if f"{self.settings.asterisk.ari_app},inbound" in
+                   str((channels[cid].get("dialplan") or {}).get("app_data", ""))}
         await self.recorder.flush()
         active = await asyncio.to_thread(self.store.active_call_ids)
         for call_id in active:
@@ -194,12 +208,9 @@ class Controller:
             if channel is None:
                 await self.service.ended_while_away(call_id)
             else:
-                self.dispatcher.adopt(channel, in_stasis=call_id in in_app)
-        for channel_id in in_app - set(active):
-            channel = channels[channel_id]
-            args = str((channel.get("dialplan") or {}).get("app_data", ""))
-            if f"{self.settings.asterisk.ari_app},inbound" in args:
-                self.dispatcher.adopt(channel, in_stasis=True)
+                self.dispatcher.adopt(channel, in_stasis=call_id in inbound)
+        for channel_id in inbound - set(active):
+            self.dispatcher.adopt(channels[channel_id], in_stasis=True)
         logger.info("resync: %d channel(s) in Asterisk, %d active call(s) on record, "
                     "%d in our app", len(channels), len(active), len(in_app))
 

@@ -7,6 +7,7 @@ after every AMI log-in the whole list is refreshed with ``DeviceStateList``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -41,6 +42,9 @@ class PresenceMonitor:
         for dep in settings.departments:
             for ext in dep.extensions:
                 self.devices[f"PJSIP/{staff_endpoint(ext)}"] = (ext, dep.tenant)
+        # AMI events reach their handlers as concurrent tasks: a phone's RINGING and INUSE
+        # a few ms apart must be mirrored in the order Asterisk sent them
+        self._lock = asyncio.Lock()
         ami.register_event("DeviceStateChange", self._changed)
         ami.on_login.append(self.refresh)
 
@@ -53,15 +57,16 @@ class PresenceMonitor:
             return
         extension, tenant = known
         state = STATES.get(raw_state.upper(), "unknown")
-        try:
-            previous = await self.redis.hget(presence_key(self.keys), extension)
-            await self.redis.hset(presence_key(self.keys), extension, state)
-        except RedisError as exc:
-            logger.warning("presence not mirrored (Redis: %s)", exc)
-            return
-        if (previous.decode() if isinstance(previous, bytes) else previous) != state:
-            await self.notifier.publish(DeviceState(tenant=tenant, extension=extension,
-                                                    state=state))
+        async with self._lock:  # FIFO: the tasks take it in the order they were started
+            try:
+                previous = await self.redis.hget(presence_key(self.keys), extension)
+                await self.redis.hset(presence_key(self.keys), extension, state)
+            except RedisError as exc:
+                logger.warning("presence not mirrored (Redis: %s)", exc)
+                return
+            if (previous.decode() if isinstance(previous, bytes) else previous) != state:
+                await self.notifier.publish(DeviceState(tenant=tenant, extension=extension,
+                                                        state=state))
 
     async def refresh(self) -> None:
         try:

@@ -97,6 +97,10 @@ class QueueManager:
         ami.on_login.append(self.rebuild)
         self.rebuilds = 0
         self._locks: dict[str, asyncio.Lock] = {}
+        # (queue, member) -> (call id, is a callback) of each call an operator is talking
+        # on: Asterisk sends AgentComplete without the caller's fields (no Uniqueid) when
+        # the caller's channel is already gone, so the call is found from its member
+        self._talking: dict[tuple[str, str], tuple[str, bool]] = {}
         # told when an operator answers a queued call: (call id, operator endpoint,
         # operator channel name, operator channel id)
         self.on_agent_connect: Callable[[str, str, str, str], None] = \
@@ -338,6 +342,8 @@ class QueueManager:
         agent = str(event.get("MemberName", ""))
         wait = _int(event.get("HoldTime"))
         queue = event.get("Queue", "")
+        if call_id:
+            self._talking[(queue, agent)] = (call_id, callback)
         if callback:
             await self._record(call_id, "callback_agent_connect", event,
                                {"queue": queue, "agent": agent, "wait_seconds": wait})
@@ -355,8 +361,28 @@ class QueueManager:
                                 outcome="answered")
         await self._callers_changed(queue, call_id, "connected", event, wait=wait, agent=agent)
 
+    async def _completed_call(self, event: Any) -> tuple[str, bool]:
+        """(call id, is a callback) of an AgentComplete: from its caller fields or, when
+        Asterisk left them out (the caller's channel was gone), from the member's call."""
+        member = (str(event.get("Queue", "")), str(event.get("MemberName", "")))
+        if event.get("Uniqueid"):
+            found = self.resolve_call(event)
+            if self._talking.get(member) == found:
+                del self._talking[member]
+            return found
+        talking = self._talking.pop(member, None)
+        if talking is not None:
+            return talking
+        # connected before this process started: the member's last unfinished call
+        await self.recorder.flush()
+        call_id = await asyncio.to_thread(self.store.talking_call, *member)
+        if call_id is None:
+            logger.warning("AgentComplete of %s in %s matches no call; talk time not "
+                           "recorded", member[1], member[0])
+        return call_id or "", False
+
     async def _agent_complete(self, event: Any) -> None:
-        call_id, callback = self.resolve_call(event)
+        call_id, callback = await self._completed_call(event)
         talk = _int(event.get("TalkTime"))
         if callback:
             await self._record(call_id, "callback_agent_complete", event,

@@ -22,6 +22,7 @@ from ari_app.notifier import Notifier
 from ari_app.supervision import SupervisionService
 from ari_app.survey import SurveyService
 from ari_app.timeline import CachedCalendar, CalendarStore, NewCall, Recorder, TimelineStore
+from ari_app.transcription import TranscriptionService
 from ari_app.transfers import Transfer
 from common.events import (
     CallAnswered,
@@ -83,6 +84,7 @@ class CallService:
         self.tz = ZoneInfo(settings.site.timezone)
         self.survey = SurveyService(self)
         self.supervision = SupervisionService(self)
+        self.transcription: TranscriptionService | None = None  # set by the controller
         # set by the dispatcher: deliver an event to a call's task after a delay
         self.later: Callable[[str, str, float], None] = lambda _call, _kind, _delay: None
         self.prompts: dict[str, str] = {
@@ -117,7 +119,6 @@ class CallService:
         session.service = service
         session.tenant = service.tenant if service else ""
         at = ari_time(event)
-        await self._subscribe(session.channel_id)
         new = NewCall(call_id=session.call_id, tenant_id=session.tenant,
                       service_id=service.id if service else None,
                       channel=service.channel if service else "phone", did=did,
@@ -130,16 +131,13 @@ class CallService:
                                 service=service.id if service else "", channel=new.channel,
                                 did=did, caller=new.caller, caller_name=new.caller_name))
         if resumed:
-            # The controller restarted while this caller was in Stasis: skip the rest of
-            # the greeting and put them where they were going.
-            logger.info("%s resumed after restart: sending on", session.call_id)
-            if service is None:
-                await self._hangup(session)
-            else:
-                await self._to_queue(session)
-            return
-        await self._answer(session)
+            # The controller restarted while this caller was inside Stasis, before it was
+            # sent on (announcements of open services are played by the dialplan): route
+            # it now, as if it had just arrived.
+            logger.info("%s resumed after restart: routing it now", session.call_id)
         if service is None:
+            await self._subscribe(session.channel_id)
+            await self._answer(session)
             session.state = "rejecting"
             self.recorder.write(self.store.set_outcome, session.call_id, "rejected")
             self.recorder.write(self.store.record, session.call_id, "rejected",
@@ -150,20 +148,81 @@ class CallService:
                         session.call_id, did)
             await self._play(session, "unknown_number", lambda: self._hangup(session))
             return
-        decision = await asyncio.to_thread(self.hours, service)
-        self.recorder.write(self.store.record, session.call_id, "hours", datetime.now(UTC),
-                            decision.as_dict())
-        self.recorder.write(self.store.update_call, session.call_id,
-                            hours_reason=decision.reason)
+        decision = await self._decide(service)
         if not decision.open:
+            await self._subscribe(session.channel_id)
+            await self._answer(session)
+            self._record_hours(session, decision)
             session.state = "closed"
             self.recorder.write(self.store.set_outcome, session.call_id, "out_of_hours")
             logger.info("%s: %s is closed (%s %s); announcing the hours", session.call_id,
                         service.id, decision.reason, decision.detail)
             await self._play(session, "out_of_hours", lambda: self._hangup(session))
             return
+        await self._greet_and_queue(session, decision)
+
+    async def _decide(self, service: Service) -> HoursDecision:
+        """The hours decision; in the loop when the calendar is cached (the usual case),
+        in a thread when it has to be read from the database."""
+        calendar = self.calendar
+        if isinstance(calendar, CachedCalendar) and calendar.fresh(service.id):
+            return self.hours(service)
+        return await asyncio.to_thread(self.hours, service)
+
+    def _record_hours(self, session: CallSession, decision: HoursDecision) -> None:
+        self.recorder.write(self.store.record, session.call_id, "hours", datetime.now(UTC),
+                            decision.as_dict())
+        self.recorder.write(self.store.update_call, session.call_id,
+                            hours_reason=decision.reason)
+
+    async def _greet_and_queue(self, session: CallSession, decision: HoursDecision) -> None:
+        """Open: hand the caller to ``[mado-greet]`` at once. The dialplan answers, plays
+        the greeting (and the survey invitation) and enters the queue; this is the only
+        ARI request on the way to the operator's phone."""
+        assert session.service is not None
+        queue = session.service.queue
         session.state = "greeting"
-        await self._play(session, "greeting", lambda: self._after_greeting(session))
+        # The subscription (events after the channel leaves Stasis: the prompts' user
+        # events, the queue, the hang-up) goes out alongside the continue, just ahead.
+        await asyncio.gather(
+            self._subscribe(session.channel_id),
+            self.ari.post(f"/channels/{session.channel_id}/continue", context="mado-greet",
+                          extension=queue, priority=1))
+        at = datetime.now(UTC)
+        self.recorder.write(self.store.call_answered, session.call_id, at,
+                            publish=CallAnswered(at=at, call_id=session.call_id,
+                                                 tenant=session.tenant))
+        self._record_hours(session, decision)
+        self._prompt_started(session, "greeting")
+        self.recorder.write(self.store.record, session.call_id, "to_queue", at,
+                            {"queue": queue, "after": "greeting"})
+
+    async def dialplan_prompt(self, session: CallSession, event: dict[str, Any]) -> None:
+        """A ``MadoPrompt`` user event from ``[mado-greet]``: a prompt ended there."""
+        data = event.get("userevent") or {}
+        prompt = str(data.get("prompt", ""))
+        status = str(data.get("status", "")).upper()
+        if prompt not in ("greeting", "survey_invite"):
+            return
+        state = "failed" if status in ("FAILED", "ERROR") else "finished"
+        row: dict[str, Any] = {"prompt": prompt, "state": state}
+        if prompt == "survey_invite":
+            session.data["survey_opt_in"] = row["opt_in"] = str(data.get("survey", "")) == "1"
+        self.recorder.write(self.store.record, session.call_id, "prompt_end", ari_time(event),
+                            row, f"prompt_end:{prompt}",
+                            publish=CallPrompt(call_id=session.call_id, tenant=session.tenant,
+                                               prompt=prompt, state=state))
+        if prompt == "greeting" and session.service is not None \
+                and session.service.survey == "opt_in":
+            self._prompt_started(session, "survey_invite")
+        elif session.state == "greeting":
+            session.state = "queued"
+
+    def _prompt_started(self, session: CallSession, prompt: str) -> None:
+        self.recorder.write(self.store.record, session.call_id, "prompt", datetime.now(UTC),
+                            {"prompt": prompt, "state": "started"}, f"prompt:{prompt}",
+                            publish=CallPrompt(call_id=session.call_id, tenant=session.tenant,
+                                               prompt=prompt, state="started"))
 
     def hours(self, service: Service) -> HoursDecision:
         """Service hours decision now (the clock is injectable for tests)."""
@@ -186,10 +245,7 @@ class CallService:
         await self.ari.post(f"/channels/{session.channel_id}/play",
                             media=f"sound:{self.prompts[prompt]}", playbackId=playback_id,
                             lang=self.settings.site.language)
-        self.recorder.write(self.store.record, session.call_id, "prompt", datetime.now(UTC),
-                            {"prompt": prompt, "state": "started"}, f"prompt:{prompt}",
-                            publish=CallPrompt(call_id=session.call_id, tenant=session.tenant,
-                                               prompt=prompt, state="started"))
+        self._prompt_started(session, prompt)
 
     async def play_then(self, session: CallSession, prompt: str,
                         then: Callable[[], Awaitable[None]]) -> None:
@@ -214,13 +270,19 @@ class CallService:
             result=data["result"], reason=data["reason"], note=data["note"]))
 
     async def agent_connected(self, session: CallSession, agent: str, channel: str,
-                              channel_id: str) -> None:
+                              channel_id: str, restarted: bool = False) -> None:
         """An operator answered: watch their leg too (a REFER from their phone arrives as
-        a ChannelTransfer event on it)."""
+        a ChannelTransfer event on it). ``restarted``: found talking after a restart (its
+        transcription, if any, is taken over rather than started)."""
         session.data.update(agent=agent, agent_channel=channel, agent_channel_id=channel_id)
         if channel_id:
             session.legs.add(channel_id)
             await self._subscribe(channel_id)
+        if self.transcription is not None:
+            if restarted:
+                await self.transcription.take_over(session)
+            else:
+                await self.transcription.start(session)
 
     async def playback_finished(self, session: CallSession, event: dict[str, Any]) -> None:
         playback = event.get("playback", {})
@@ -236,23 +298,6 @@ class CallService:
                                                prompt=prompt, state=state))
         if then is not None:
             await then()
-
-    async def _after_greeting(self, session: CallSession) -> None:
-        if session.service is not None and session.service.survey == "opt_in":
-            session.state = "survey_invite"
-            await self._play(session, "survey_invite", lambda: self._to_queue(session))
-        else:
-            await self._to_queue(session)
-
-    async def _to_queue(self, session: CallSession) -> None:
-        assert session.service is not None
-        await self.survey.mark(session)
-        session.state = "queued"
-        queue = session.service.queue
-        await self.ari.post(f"/channels/{session.channel_id}/continue", context="mado-queue",
-                            extension=queue, priority=1)
-        self.recorder.write(self.store.record, session.call_id, "to_queue", datetime.now(UTC),
-                            {"queue": queue})
 
     async def _hangup(self, session: CallSession) -> None:
         try:
@@ -300,6 +345,25 @@ class CallService:
 
     # ----------------------------------------------------------------- helpers
 
+    async def _take_over_transfer(self, session: CallSession) -> None:
+        """A caller handed to staff before the restart: the transfer's bridge and the staff
+        leg become the call's, so a hang-up on either side ends the call cleanly."""
+        try:
+            bridges = await self.ari.get("/bridges")
+        except AriError:
+            bridges = []
+        for bridge in bridges or []:
+            if bridge.get("name") != f"transfer-{session.call_id}":
+                continue
+            session.bridges.add(str(bridge["id"]))
+            for leg in bridge.get("channels") or []:
+                if leg != session.channel_id:
+                    session.legs.add(str(leg))
+                    session.data["adopted_staff"] = str(leg)
+                    await self._subscribe(str(leg))
+        logger.info("%s watched again after a restart (transferred, %d leg(s))",
+                    session.call_id, len(session.legs))
+
     async def _subscribe(self, channel_id: str) -> None:
         """Keep receiving this channel's events after it leaves Stasis (queue, hang-up)."""
         try:
@@ -312,6 +376,37 @@ class CallService:
 
     async def resubscribe(self, channel_id: str) -> None:
         await self._subscribe(channel_id)
+
+    async def watch_again(self, session: CallSession, channel: dict[str, Any]) -> None:
+        """After a restart or reconnect: a call already past Stasis (waiting in the queue
+        or talking to an operator) is watched again, and what the controller knew of it
+        is rebuilt from Asterisk, so it can still be transferred or listened to."""
+        await self._subscribe(session.channel_id)
+        did = await self._channel_var(session.channel_id, "MADO_DID")
+        service = self.settings.service_for_did(did) if did else None
+        session.service = service
+        session.tenant = service.tenant if service else ""
+        session.data["channel_name"] = channel.get("name", "")
+        session.data["caller"] = (channel.get("caller") or {}).get("number", "")
+        session.state = "queued"
+        dialplan = channel.get("dialplan") or {}
+        if dialplan.get("app_name") == "Stasis" and \
+                ",transfer," in f"{dialplan.get('app_data', '')},":
+            await self._take_over_transfer(session)
+            return
+        # talking to an operator: app_queue named the member, the bridge names the peer
+        member = await self._channel_var(session.channel_id, "MEMBERNAME")
+        peer = await self._channel_var(session.channel_id, "BRIDGEPEER")
+        if member and peer:
+            try:
+                channels = await self.ari.get("/channels")
+            except AriError:
+                channels = []
+            peer_id = next((str(c["id"]) for c in channels or [] if c.get("name") == peer), "")
+            if peer_id:
+                await self.agent_connected(session, member, peer, peer_id, restarted=True)
+        logger.info("%s watched again after a restart (%s)", session.call_id,
+                    f"talking to {member}" if member and peer else "in the queue")
 
     async def _channel_var(self, channel_id: str, name: str) -> str:
         try:

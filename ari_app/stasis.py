@@ -54,6 +54,7 @@ class StasisDispatcher:
         self._queues: dict[str, asyncio.Queue[dict[str, Any] | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.seen_stasis_start = 0
+        self.kiosk: Any = None  # ari_app.kiosk.KioskService, set by the controller
 
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type", "")
@@ -76,6 +77,8 @@ class StasisDispatcher:
                 self._queues[channel_id].put_nowait(event)
                 return
             if name.startswith(INTERNAL_PREFIXES) or "inbound" not in args:
+                if self.service.transcription is not None:  # snoop/ExternalMedia legs
+                    self.service.transcription.channel_entered(channel_id)
                 logger.debug("StasisStart for %s (%s) is not an inbound call", name, args)
                 return
             self.seen_stasis_start += 1
@@ -123,6 +126,10 @@ class StasisDispatcher:
         kind = "MadoResume" if in_stasis else "MadoWatch"
         self._queues[channel_id].put_nowait({"type": kind, "channel": channel})
 
+    def open_session(self, session: CallSession) -> None:
+        """Start the task of a call the controller creates itself (a kiosk session)."""
+        self._open(session)
+
     def _open(self, session: CallSession) -> None:
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.sessions[session.channel_id] = session
@@ -156,7 +163,9 @@ class StasisDispatcher:
         future: asyncio.Future[Any] | None = event.get("future")
         leg = event.get("mado_leg")
         try:
-            if leg is not None and session.kind == "callback":
+            if leg is not None and session.kind == "kiosk" and self.kiosk.owns(session, leg):
+                await self.kiosk.leg_event(session, event)
+            elif leg is not None and session.kind == "callback":
                 if kind == "StasisStart":
                     await self.callbacks.citizen_answered(session, event)
                 elif kind == "ChannelDestroyed":
@@ -188,8 +197,6 @@ class StasisDispatcher:
             elif kind == "ChannelDtmfReceived":
                 if session.state == "survey":
                     await self.service.survey.dtmf(session, event)
-                elif session.state in ("greeting", "survey_invite"):
-                    await self.service.survey.invite_key(session, str(event.get("digit", "")))
                 else:
                     await self.callbacks.dtmf(session, event)
             elif kind == "MadoSurveyTimeout":
@@ -207,12 +214,18 @@ class StasisDispatcher:
             elif kind == "MadoResume":
                 await self.service.inbound(session, event, resumed=True)
             elif kind == "MadoWatch":
-                await self.service.resubscribe(session.channel_id)
+                await self.service.watch_again(session, event["channel"])
+            elif kind == "ChannelUserevent" and event.get("eventname") == "MadoPrompt":
+                await self.service.dialplan_prompt(session, event)
             elif kind == "PlaybackFinished":
                 await self.service.playback_finished(session, event)
+            elif kind == "ChannelDestroyed" and session.kind == "kiosk":
+                await self.kiosk.call_ended(session, event)
             elif kind == "ChannelDestroyed" and session.kind == "callback":
                 await self.callbacks.placeholder_gone(session)
             elif kind == "ChannelDestroyed":
+                if self.service.transcription is not None:
+                    await self.service.transcription.stop(session)
                 await self.transfers.caller_gone(session)
                 await self.service.channel_destroyed(session, event)
         except AriNotFound as exc:

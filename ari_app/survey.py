@@ -2,11 +2,13 @@
 
 Per service (``survey``): ``off``, ``all`` (every answered caller is asked), or
 ``opt_in`` (after the greeting the caller hears the invitation and presses
-``survey_digit`` to take part). When the operator (or the staff member after a transfer)
-hangs up first, the caller stays on the line (app_queue's ``g`` option, or the
-controller's own bridge) and is asked for a score from 1 to 5 on the keypad. The answer
-is stored on the call (``calls.survey_score``, timeline kind ``survey``); no answer in
-time is recorded as such.
+``survey_digit`` to take part; the dialplan's ``[mado-greet]`` asks and sets
+``MADO_SURVEY``, and tells the controller through its ``MadoPrompt`` user event).
+When the operator (or the staff member after a transfer) hangs up first, the caller
+stays on the line (app_queue's ``c`` option, or the controller's own bridge) and is
+asked for a score from 1 to 5 on the keypad. The answer is stored on the call
+(``calls.survey_score``, timeline kind ``survey``); no answer in time is recorded as
+such.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-
-from ari_app.exceptions import AriError
 
 if TYPE_CHECKING:
     from ari_app.services import CallService, CallSession
@@ -35,20 +35,6 @@ class SurveyService:
         if svc is None or svc.survey == "off":
             return False
         return svc.survey == "all" or bool(session.data.get("survey_opt_in"))
-
-    async def mark(self, session: CallSession) -> None:
-        """Tell the dialplan (after the queue) that this caller is to be surveyed."""
-        if self.wanted(session):
-            try:
-                await self.ari.post(f"/channels/{session.channel_id}/variable",
-                                    variable="MADO_SURVEY", value="1")
-            except AriError as exc:
-                logger.info("%s: survey flag not set: %s", session.call_id, exc)
-
-    async def invite_key(self, session: CallSession, digit: str) -> None:
-        svc = session.service
-        if svc is not None and svc.survey == "opt_in" and digit == svc.survey_digit:
-            session.data["survey_opt_in"] = True
 
     async def ask(self, session: CallSession) -> None:
         session.state = "survey"

@@ -121,6 +121,15 @@ class TimelineStore:
                     continue
                 setattr(call, key, value)
 
+    def talking_call(self, queue: str, agent: str) -> str | None:
+        """The call ``agent`` answered last in ``queue`` whose talk time is still open."""
+        with self._factory() as session:
+            return session.scalars(
+                select(Call.id).where(Call.queue == queue, Call.agent == agent,
+                                      Call.agent_connected_at.is_not(None),
+                                      Call.talk_seconds.is_(None))
+                .order_by(Call.agent_connected_at.desc()).limit(1)).first()
+
     def set_outcome(self, call_id: str, outcome: str) -> None:
         with transaction(self._factory) as session:
             session.execute(update(Call).where(Call.id == call_id).values(outcome=outcome))
@@ -188,6 +197,9 @@ class Recorder:
     async def run(self) -> None:
         while True:
             fn, args, kwargs, event, only_if_new = await self._queue.get()
+            # Let the handler that submitted this write send its ARI request first: the
+            # write runs in a thread that would compete with it for the GIL.
+            await asyncio.sleep(0)
             try:
                 result = None
                 for attempt in range(3):
@@ -217,6 +229,11 @@ class CachedCalendar:
         self.store = store
         self.ttl = ttl
         self._cache: dict[str, tuple[float, dict[date, SpecialDayRule]]] = {}
+
+    def fresh(self, service_id: str) -> bool:
+        """True when ``special_days`` would answer from memory (no database read)."""
+        cached = self._cache.get(service_id)
+        return cached is not None and time.monotonic() - cached[0] <= self.ttl
 
     def special_days(self, service_id: str) -> dict[date, SpecialDayRule]:
         now = time.monotonic()

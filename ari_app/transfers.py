@@ -245,6 +245,9 @@ class TransferService:
         channel_id = str(event["channel"]["id"])
         session.legs.discard(channel_id)
         if transfer is None:
+            if channel_id == session.data.pop("adopted_staff", None):
+                # the staff member of a transfer taken over after a restart hung up first
+                await self._after_staff(session)
             return
         if channel_id == transfer.staff_channel:
             transfer.staff_channel = ""
@@ -257,11 +260,7 @@ class TransferService:
                 # the staff member hung up during the consultation
                 await self._back_to_operator(session, transfer, "staff_hung_up")
             elif transfer.phase == "connected":
-                # the staff member hung up first: survey the caller, or end the call
-                if self.service.survey.wanted(session):
-                    await self.service.survey.ask(session)
-                else:
-                    await self._hangup(session.channel_id)
+                await self._after_staff(session)
         elif channel_id == transfer.agent_channel:
             transfer.agent_channel = ""
             if transfer.phase == "consulting" and transfer.staff_channel and \
@@ -270,6 +269,13 @@ class TransferService:
                 await self.complete_without_operator(session, transfer)
             elif transfer.phase == "returning":
                 await self._to_queue_front(session, transfer)
+
+    async def _after_staff(self, session: CallSession) -> None:
+        """The staff member hung up first: survey the caller, or end the call."""
+        if self.service.survey.wanted(session):
+            await self.service.survey.ask(session)
+        else:
+            await self._hangup(session.channel_id)
 
     async def complete_without_operator(self, session: CallSession,
                                         transfer: Transfer) -> None:
@@ -354,6 +360,9 @@ class TransferService:
         await asyncio.to_thread(self.service.store.record, session.call_id, "transfer", at,
                                 data, f"transfer:{result}:{at.timestamp():.6f}")
         await self.service.publish_transfer(session, data)
+        if self.service.transcription is not None and result in ("answered", "returned"):
+            await self.service.transcription.speaker(
+                session, "staff" if result == "answered" else "operator")
 
     async def _hangup(self, channel_id: str) -> None:
         if channel_id:

@@ -58,6 +58,8 @@ CALLER_IP = "127.0.0.2"  # the development trunk's address (trunk.match)
 LOAD_DID = "0312345678"  # citizens: the loaded queue (50 lines)
 PROBE_DID = "0312340000"  # probe service: Stasis -> ari_app -> continue -> Queue(probe)
 DIRECT_DID = "0312349999"  # benchmark-only: straight to the same Queue(probe) entry
+# benchmark-only, for the breakdown: the dialplan's greeting entry without the controller
+GREET_DID = "0312349998"
 PRE_QUEUE_PROMPTS = ("greeting", "survey_invite")
 LOAD_OPERATORS = 50
 PROBE_OPERATORS = 6
@@ -138,6 +140,7 @@ DIRECT_DIALPLAN = f"""
 ; ---- benchmark only (bench/_stack.py): the dialplan path without the controller
 [from-trunk]
 exten => {DIRECT_DID},1,Goto(mado-queue,probe,1)
+exten => {GREET_DID},1,Goto(mado-greet,probe,1)
 """
 
 
@@ -317,10 +320,10 @@ class BenchStack:
         redis_url = self._start_redis()
         sounds = self.tmp / "sounds"
         sounds.mkdir()
-        # Empty recordings of the prompts ari_app plays before it sends a caller to the
-        # queue (the greeting; the survey invitation when a service offers the survey
-        # opt-in): ari_app still plays them (ARI play, PlaybackFinished, timeline rows)
-        # but the audio lasts 0 s, so routing time is the product's work, not speech.
+        # Empty recordings of the prompts a caller hears before the queue (the greeting;
+        # the survey invitation when a service offers the survey opt-in): they are still
+        # played ([mado-greet], user events, timeline rows) but the audio lasts 0 s, so
+        # routing time is the product's work, not speech.
         for prompt in PRE_QUEUE_PROMPTS:
             (sounds / f"{prompt}.sln").write_bytes(b"")
         rtp = free_udp_range(1200)
@@ -380,8 +383,11 @@ class BenchStack:
 
     def _start_ari_app(self) -> None:
         with self.ari_app_log.open("wb") as fh:
+            # MADO_BENCH_PROFILE=out.prof: run ari_app under cProfile (written at its exit)
+            profile = os.environ.get("MADO_BENCH_PROFILE")
+            wrap = ["-m", "cProfile", "-o", profile] if profile else []
             self.ari_app = subprocess.Popen(
-                [sys.executable, "-m", "ari_app.main"], cwd=ROOT, env=self.child_env(),
+                [sys.executable, *wrap, "-m", "ari_app.main"], cwd=ROOT, env=self.child_env(),
                 stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.exit.callback(self._stop_ari_app)
         keys = Keys(self.settings.redis.prefix)
@@ -400,8 +406,10 @@ class BenchStack:
         finally:
             client.close()
 
-    def phones_up(self, name: str, endpoints: list[str], trace: bool = False) -> Sipp:
-        """Register ``endpoints`` on one UDP port (digest auth), then answer there."""
+    def phones_up(self, name: str, endpoints: list[str], trace: bool = False,
+                  scenario: Path = UAS_PHONE) -> Sipp:
+        """Register ``endpoints`` on one UDP port (digest auth), then answer there
+        (with ``scenario``: by default tests/sipp/uas_phone.xml)."""
         workdir = self.tmp / name
         workdir.mkdir()
         passwords = {p.id: p.password for p in all_phones(self.settings)}
@@ -415,7 +423,7 @@ class BenchStack:
                 cwd=workdir, capture_output=True, text=True, timeout=30)
             if reg.returncode != 0:
                 raise RuntimeError(f"{ep} did not register:\n{reg.stdout[-2000:]}")
-        cmd = ["sipp", "-sf", str(UAS_PHONE), "-i", "127.0.0.1", "-mi", "127.0.0.1",
+        cmd = ["sipp", "-sf", str(scenario), "-i", "127.0.0.1", "-mi", "127.0.0.1",
                "-p", str(port), "-mp", str(free_port(socket.SOCK_DGRAM)), "-nostdin",
                "-max_socket", "2000"]
         if trace:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jinja2
 
+from ari_app.ami import SUBSCRIBED_EVENTS
 from common.prompts import load_prompts
 from common.settings import (
     PROJECT_ROOT,
@@ -107,6 +108,7 @@ def render(settings: Settings, out_dir: Path, paths: InstancePaths,
         "phones": phones(settings),
         "prompts": prompt_refs(settings, paths, host_sounds_dir),
         "ami_permit": ami_permit,
+        "ami_events": SUBSCRIBED_EVENTS,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

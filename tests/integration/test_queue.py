@@ -136,7 +136,12 @@ def test_eighth_caller_waits_for_the_first_free_operator(
                    for c in rows)
         return rows if len(rows) == 8 and done else []
 
-    rows = wait_until(all_ended, 30, "timelines did not complete")
+    try:
+        rows = wait_until(all_ended, 30, "timelines did not complete")
+    except AssertionError as exc:
+        state = [(c.caller, c.status, c.agent, c.talk_seconds, [e.kind for e in c.events])
+                 for c in calls(call_settings)]
+        raise AssertionError(f"{exc}: {state}") from None
     last = next(c for c in rows if c.caller == "0902000008")
     assert last.queue_position == 1  # alone in the queue behind 7 busy lines
     assert last.outcome == "answered" and last.agent in OPERATORS

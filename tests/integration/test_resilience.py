@@ -70,14 +70,27 @@ def test_killed_controller_loses_no_call_and_timelines_complete(
         def call_of(number: str):  # type: ignore[no-untyped-def]
             return next((c for c in calls(call_settings) if c.caller == number), None)
 
-        caller("busy", "0901000001", 14000)
+        # Every call outlasts the controller's absence, and the waiting ones stay long
+        # enough to be answered after it: a call that ends while no controller is
+        # connected is closed on the timeline without its talk time (AgentComplete went
+        # to nobody), which is not what this test is about.
+        caller("busy", "0901000001", 20000)
         wait_until(lambda: members(call_settings)["op01"]["in_call"], 15, "op01 not busy")
-        caller("waiting", "0901000002", 16000)
+        caller("waiting", "0901000002", 30000)
         wait_until(lambda: (c := call_of("0901000002")) and "queue_join" in
                    [e.kind for e in c.events], 15, "second caller not queued")
-        caller("greeting", "0901000003", 25000)
-        wait_until(lambda: call_of("0901000003") is not None, 15, "third caller not seen")
-        first.popen.send_signal(signal.SIGKILL)  # mid-greeting for the third caller
+        # The controller freezes, then dies: a caller who arrives meanwhile is left inside
+        # Stasis, where nobody sends it on (callers in the greeting or the queue are in
+        # the dialplan and need no controller).
+        first.popen.send_signal(signal.SIGSTOP)
+        caller("stranded", "0901000003", 25000)
+        wait_until(lambda: any(line.split("!")[5] == "Stasis" and "0901000003" in line
+                               for line in asterisk.cli("core show channels concise")
+                               .splitlines() if line.count("!") > 6),
+                   15, "third caller not waiting in Stasis:\n"
+                   f"{asterisk.cli('core show channels concise')}\n"
+                   f"{(tmp_path / 'stranded' / 'uac_hangup.xml.out').read_text()[-2000:]}")
+        first.popen.send_signal(signal.SIGKILL)
         first.popen.wait(5)
 
         second = start_controller(processes, call_settings)
@@ -97,7 +110,14 @@ def test_killed_controller_loses_no_call_and_timelines_complete(
                 for c in rows)
             return rows if ok else []
 
-        rows = wait_until(complete, 60, "timelines did not complete after the restart")
+        def summary() -> str:
+            return "\n".join(f"{c.caller}: {c.status} agent={c.agent} talk={c.talk_seconds} "
+                             f"{[e.kind for e in c.events]}" for c in calls(call_settings))
+
+        try:
+            rows = wait_until(complete, 60, "timelines did not complete after the restart")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{summary()}\n{second.output()[-4000:]}") from None
         third = next(c for c in rows if c.caller == "0901000003")
         kinds = [e.kind for e in third.events]
         assert kinds.count("arrived") == 1 and kinds.count("ended") == 1
