@@ -164,3 +164,21 @@ def kpi_rollup() -> dict[str, Any]:
         return {"complete_until": done}
     finally:
         engine.dispose()
+
+
+def transcript_purge(now: str | None = None) -> dict[str, Any]:
+    """Cron (hourly): delete the masked transcripts older than
+    ``transcription.retention_days`` (0 = keep nothing) and record what was deleted
+    (``common.transcript_retention``; counts and call ids, never text)."""
+    from common.transcript_retention import purge_transcripts
+
+    settings = load_settings()
+    engine = make_engine(settings.database_url)
+    try:
+        init_schema(engine)
+        at = datetime.fromisoformat(now) if now else None
+        result = purge_transcripts(session_factory(engine),
+                                   settings.transcription.retention_days, at)
+        return result.summary()
+    finally:
+        engine.dispose()

@@ -29,6 +29,9 @@ def build_cron(settings: Settings, connection: redis.Redis) -> CronScheduler:
                   name="monthly_reports")
     cron.register(jobs.kpi_rollup, "reports", interval=300, job_timeout=1800,
                   name="kpi_rollup")
+    # Masked transcripts past transcription.retention_days (docs/transcription.md).
+    cron.register(jobs.transcript_purge, "default", cron="17 * * * *", job_timeout=1800,
+                  name="transcript_purge")
     return cron
 
 

@@ -2,7 +2,7 @@
 
 Asterisk 22 (host package or the cached Debian root file system), Redis (the configured
 one, or a private redis-server when none answers on the default local address), the
-database schema, then ari_app, kiosk_bridge, web, an rq worker and the rq cron
+database schema, then ari_app, kiosk_bridge, transcriber, web, an rq worker and the rq cron
 scheduler as child processes. A child that dies is restarted with backoff. Ctrl-C (or
 SIGTERM) stops everything in reverse order.
 """
@@ -33,6 +33,7 @@ logger = logging.getLogger("stack")
 CHILDREN = (
     ("ari_app", ["-m", "ari_app.main"]),
     ("kiosk_bridge", ["-m", "kiosk_bridge.main"]),
+    ("transcriber", ["-m", "transcriber.main"]),
     ("web", ["-m", "web.main"]),
     ("worker", ["-m", "reports.worker"]),
     ("cron", ["-m", "reports.worker", "cron"]),

@@ -1,0 +1,1 @@
+"""Live transcription of answered calls (Vosk), its own process: docs/transcription.md."""
