@@ -74,4 +74,9 @@ def create_app(test_config: dict[str, Any] | None = None,
     from web import faq_admin
 
     app.register_blueprint(faq_admin.bp)
+    from web import kiosk
+
+    app.register_blueprint(kiosk.bp)
+    app.register_blueprint(kiosk.console_bp)
+    app.register_blueprint(kiosk.fleet_bp)
     return app
