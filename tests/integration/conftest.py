@@ -94,12 +94,41 @@ def _reset_asterisk(request: pytest.FixtureRequest) -> Iterator[None]:
         instance: AsteriskInstance = request.getfixturevalue("asterisk")
         if instance.running():
             instance.cli("channel request hangup all")
+            # bridges a killed controller could not destroy (Asterisk keeps empty ones)
+            _destroy_bridges(instance.settings)
             # operators logged in by a test leave the queues too
             for queue in (svc.queue for svc in instance.settings.services):
                 for line in instance.cli(f"queue show {queue}").splitlines():
                     found = re.search(r"\((PJSIP/[^)\s]+)\)", line)
                     if found and "dynamic" in line:
                         instance.cli(f"queue remove member {found.group(1)} from {queue}")
+
+
+#: SIPp processes a test started in the background; reaped after every test, so one
+#: that failed before waiting for its callers leaves none running into the next test.
+_BACKGROUND: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _reap_background_sipp() -> Iterator[None]:
+    yield
+    while _BACKGROUND:
+        proc = _BACKGROUND.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+def _destroy_bridges(settings: Settings) -> None:
+    import httpx
+
+    ast = settings.asterisk
+    auth = (ast.ari_user, ast.ari_password)
+    try:
+        for bridge in httpx.get(f"{ast.ari_url}/bridges", auth=auth, timeout=5).json():
+            httpx.delete(f"{ast.ari_url}/bridges/{bridge['id']}", auth=auth, timeout=5)
+    except httpx.HTTPError:
+        pass  # Asterisk is going away; the next test's fixture starts afresh
 
 
 @dataclass
@@ -224,8 +253,10 @@ def run_sipp(settings: Settings, scenario: str, service: str, workdir: Path, *,
         # SIPp redraws its screen continuously: send it to a file, never to a pipe
         # nobody reads (a full pipe would block SIPp).
         with (workdir / f"{scenario}.out").open("w") as out:
-            return subprocess.Popen(cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
                                     text=True)
+        _BACKGROUND.append(proc)
+        return proc
     out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout + 30)
     return SippResult(out.returncode, out.stdout + out.stderr,
                       parse_sipp_stats(workdir / f"{scenario}.stat.csv"))
