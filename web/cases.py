@@ -102,6 +102,7 @@ def card_context(call: Call, role: str) -> dict[str, Any]:
         "earlier_days": days,
         "transcript": console.transcript(call.id),
         "suggestions": console.suggestions(call.id),
+        "transcription_state": console.transcription_state(call.id),
         "notes": console.notes(db, call.id),
         "faq_used": used,
         "faq_titles": console.faq_titles(db, used, call.tenant_id),
@@ -156,6 +157,17 @@ def notes(call_id: str) -> Reply:
     call, _role = load_case(call_id)
     return render_template("console/_notes.html", call=call,
                            notes=console.notes(get_db(), call.id))
+
+
+@bp.get("/<call_id>/live")
+@login_required(roles=CASE_ROLES)
+def live(call_id: str) -> Reply:
+    """The live transcript and FAQ suggestion panes (refreshed on transcript.updated)."""
+    call, _role = load_case(call_id)
+    return render_template("console/_live.html", call=call,
+                           transcript=console.transcript(call.id),
+                           suggestions=console.suggestions(call.id),
+                           transcription_state=console.transcription_state(call.id))
 
 
 @bp.post("/<call_id>/notes")

@@ -32,6 +32,7 @@ from common.keys import Keys
 from common.models.accounts import User
 from common.models.calls import Call, CallEvent
 from common.settings import Department, Service, Settings
+from common.transcription import state_key
 from web.db import get_db, get_keys, get_redis, get_settings
 
 NOTE_MAX = 2000
@@ -210,6 +211,12 @@ def transcript(call_id: str, limit: int = 500) -> list[dict[str, Any]]:
             out.append({"at": line.get("at"), "speaker": str(line.get("speaker", "")),
                         "text": line["text"]})
     return out
+
+
+def transcription_state(call_id: str) -> str:
+    """``live``, ``unavailable: <why>``, ``ended`` or "" (common.transcription.state_key)."""
+    raw = get_redis().get(state_key(get_keys(), call_id))
+    return raw.decode() if isinstance(raw, bytes) else str(raw or "")
 
 
 def suggestions(call_id: str) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ LABELS = {
     "worker": _l("Background jobs"),
     "cron": _l("Scheduled jobs"),
     "kiosk_bridge": _l("Remote window bridge"),
+    "transcriber": _l("Speech recognition (transcriber)"),
 }
 
 

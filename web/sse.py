@@ -95,6 +95,12 @@ def project(ev: Event, viewer: Viewer, queue_tenant: dict[str, str],
     if t in ("case.note", "case.outcome"):
         return {k: d.get(k) for k in ("call_id", "note_id", "author_role", "disposition")
                 if k in d}
+    if t == "transcript.updated":
+        return {k: d.get(k) for k in ("call_id", "what", "state")} if (sup or op or staff) \
+            else None
+    if t == "kiosk.card":  # the card flow's step, never the data
+        return {k: d.get(k) for k in ("call_id", "state", "error")} if (sup or op or staff) \
+            else None
     if t == "device.state":
         return {k: d.get(k) for k in ("extension", "state")}
     return None

@@ -1,9 +1,10 @@
-"""The whole stack up for real: ari_app, kiosk_bridge, rq worker and rq cron, and the
-web health page reporting each part as it really is."""
+"""The whole stack up for real: ari_app, kiosk_bridge, the transcriber, rq worker and rq
+cron, and the web health page reporting each part as it really is."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -15,10 +16,14 @@ from common.settings import Settings, settings_override
 from stack.asterisk import AsteriskInstance
 from tests.conftest import wait_until
 from tests.integration.conftest import Proc, Processes
+from tests.transcription import conftest as tx_fixtures
+from tests.transcription.conftest import transcription_settings
 from web import create_app
 from web.db import resources
 
 pytestmark = pytest.mark.asterisk
+
+test_model = tx_fixtures.test_model  # the fixture of tests/transcription (model copy)
 
 
 @pytest.fixture
@@ -38,22 +43,23 @@ def health(app: Flask) -> tuple[int, dict]:  # type: ignore[type-arg]
 
 def test_health_page_reports_every_part_up_and_cron_runs_a_real_job(
         asterisk: AsteriskInstance, ari_app: Proc, call_settings: Settings,
-        processes: Processes, web_app: Flask) -> None:
+        processes: Processes, web_app: Flask, test_model: Path) -> None:
     fast = settings_override(call_settings, worker={"health_rollup_interval": 2})
     worker = processes.start("worker", "reports.worker", fast)
     cron = processes.start("cron", "reports.worker", fast, "cron")
     bridge = processes.start("kiosk_bridge", "kiosk_bridge.main", fast)
+    processes.start("transcriber", "transcriber.main", transcription_settings(fast, test_model))
 
     def all_up() -> dict | None:  # type: ignore[type-arg]
         status, body = health(web_app)
         return body if status == 200 else None
 
-    body = wait_until(all_up, 30, "the health page never reported everything up",
+    body = wait_until(all_up, 60, "the health page never reported everything up",
                       interval=0.5)
     assert body["status"] == "ok"
     components = body["components"]
     assert set(components) >= {"asterisk", "ari", "ami", "ari_app", "redis", "database",
-                               "worker", "cron", "kiosk_bridge"}
+                               "worker", "cron", "kiosk_bridge", "transcriber"}
     assert all(c["ok"] for c in components.values()), components
     assert "Asterisk 22" in components["asterisk"]["detail"]
 

@@ -148,6 +148,8 @@ def make_everything_healthy(settings: Settings) -> None:
         "ari": "up", "ari_detail": "connected", "ami": "up", "ami_detail": "connected",
     }, ttl=60)
     write_heartbeat(client, keys, "kiosk_bridge", "test", {"peers": "0"}, ttl=60)
+    write_heartbeat(client, keys, "transcriber", "test", {
+        "state": "up", "detail": "ready", "streams": "0", "rtf": "0.000"}, ttl=60)
     Worker(["default"], connection=client).register_birth()
     register(CronScheduler(connection=client))
     client.close()

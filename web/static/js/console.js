@@ -59,6 +59,17 @@
       box.innerHTML = html;
     }).catch(function () {});
   }
+  var liveTimer = null;
+  function refreshLive(callId) {
+    if (liveTimer) { return; }
+    liveTimer = window.setTimeout(function () {
+      liveTimer = null;
+      var box = document.querySelector('[data-live-for="' + callId + '"]');
+      if (!box) { return; }
+      getHTML(fill(root.getAttribute("data-card-url"), callId).replace(/\?.*$/, "") + "/live")
+        .then(function (html) { box.outerHTML = html; }).catch(function () {});
+    }, 500);
+  }
   var boardTimer = null;
   function refreshBoards() {
     if (boardTimer) { return; }
@@ -97,6 +108,12 @@
     if (kind === "callbacks") { return; }
     if (kind === "supervisor") { refreshBoards(); return; }
     if (ev.type === "case.note" && d.call_id === currentCall) { refreshNotes(currentCall); return; }
+    if (ev.type === "transcript.updated" && d.call_id === currentCall) { refreshLive(currentCall); return; }
+    if (ev.type === "kiosk.card") {
+      // the kiosk panel (kiosk_console.js) refreshes its card section
+      document.dispatchEvent(new CustomEvent("mado:kiosk-card", {detail: d}));
+      return;
+    }
     if (ev.type === "call.ended" && d.call_id === currentCall) {
       say(msg("ended"));
       var card = document.getElementById("case-card");
