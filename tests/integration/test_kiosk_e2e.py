@@ -349,12 +349,16 @@ def test_kiosks_reach_operators_with_two_way_audio_and_wait_in_the_queue(
         page.wait_for_selector("#screen-survey:not([hidden]), #screen-thanks:not([hidden])",
                                timeout=15000)
 
-    # the timeline: three kiosk sessions as ordinary queued calls, all ended
+    # the timeline: three kiosk sessions as ordinary queued calls, all ended and purged
+    # (the purge row comes from web or the bridge, the end from ari_app: either order)
     def all_ended() -> list[Call] | None:
         rows = kiosk_calls(settings)
-        return rows if len(rows) == 3 and all(r.status == "ended" for r in rows) else None
+        done = len(rows) == 3 and all(
+            r.status == "ended" and any(e.kind == "kiosk_purge" for e in r.events)
+            for r in rows)
+        return rows if done else None
 
-    rows = wait_until(all_ended, 30, "kiosk calls not ended on the timeline")
+    rows = wait_until(all_ended, 30, "kiosk calls not ended and purged on the timeline")
     assert [r.location for r in rows] == ["k01", "k02", "k03"]
     assert [r.agent for r in rows] == ["op01", "op02", "op01"]
     assert all(r.queue == "kiosk" and r.service_id == "remote-window" for r in rows)
