@@ -78,8 +78,8 @@ class Controller:
         self.presence = PresenceMonitor(self.ami, self.redis, self.keys, self.notifier, settings)
         self.queues.on_agent_connect = self._agent_connected
         self.queues.resolve_call = self._resolve_queue_caller
-        self.service.transcription = TranscriptionService(self.service, self.redis,
-                                                          self.keys)
+        self.transcription = TranscriptionService(self.service, self.redis, self.keys)
+        self.service.transcription = self.transcription
         self.transfers = TransferService(self.service, self.ami)
         self.callbacks = CallbackService(self.service, factory)
         self.dispatcher = StasisDispatcher(self.service, self.transfers, self.callbacks)
@@ -103,6 +103,8 @@ class Controller:
             asyncio.create_task(self.commands.run(), name="commands"),
             asyncio.create_task(self.recorder.run(), name="recorder"),
             asyncio.create_task(self.callbacks.run_due(), name="callbacks"),
+            asyncio.create_task(self.transcription.retry_waiting(),
+                                name="transcription-retry"),
         ]
         await self._stopping.wait()
 

@@ -219,15 +219,18 @@ class StasisDispatcher:
                 await self.service.dialplan_prompt(session, event)
             elif kind == "PlaybackFinished":
                 await self.service.playback_finished(session, event)
-            elif kind == "ChannelDestroyed" and session.kind == "kiosk":
-                await self.kiosk.call_ended(session, event)
-            elif kind == "ChannelDestroyed" and session.kind == "callback":
-                await self.callbacks.placeholder_gone(session)
             elif kind == "ChannelDestroyed":
+                # every kind of call: its snoops, ExternalMedia channels, bridges and
+                # stream registrations go with it
                 if self.service.transcription is not None:
                     await self.service.transcription.stop(session)
-                await self.transfers.caller_gone(session)
-                await self.service.channel_destroyed(session, event)
+                if session.kind == "kiosk":
+                    await self.kiosk.call_ended(session, event)
+                elif session.kind == "callback":
+                    await self.callbacks.placeholder_gone(session)
+                else:
+                    await self.transfers.caller_gone(session)
+                    await self.service.channel_destroyed(session, event)
         except AriNotFound as exc:
             logger.info("%s: channel gone while handling %s (caller hung up)",
                         session.call_id, kind)

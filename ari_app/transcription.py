@@ -11,7 +11,8 @@ channel, they follow the call through transfers; the ``out`` stream is relabelle
 ``staff`` when a staff member takes over. At hang-up everything is released: the
 snoops end with the caller's channel, the ExternalMedia channels and bridges are
 hung up and deleted here, the registrations removed. A transcriber that is not
-running or has no model leaves the call alone; the console says so.
+running or has no model leaves the call alone; the console says so, and the call is
+transcribed from the moment one is up (``retry_waiting``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ ENTER_TIMEOUT = 5.0
 STATE_TTL = 6 * 3600
 #: Seconds the live transcript may outlive the hang-up (the transcriber's last words).
 HANGUP_GRACE = 10
-DIRECTIONS = (("in", "caller"), ("out", "operator"))
+#: Seconds between looks for a transcriber while answered calls wait for one.
+RETRY_SECONDS = 3.0
+DIRECTIONS = ("in", "out")  # what the caller says, what the caller hears
 
 
 class TranscriptionService:
@@ -61,6 +64,8 @@ class TranscriptionService:
         self.cfg = service.settings.transcription
         self.app = service.settings.asterisk.ari_app
         self._entered: dict[str, asyncio.Future[None]] = {}
+        # answered calls no transcriber took (none up): started when one is
+        self._waiting: dict[str, CallSession] = {}
 
     # --------------------------------------------------------- dispatcher hooks
 
@@ -80,8 +85,9 @@ class TranscriptionService:
     async def start(self, session: CallSession) -> None:
         """The operator answered: start transcribing in the background (the call's own
         events never wait for it)."""
+        running = session.data.get("tx_task")
         if not self.cfg.enabled or session.kind == "callback" or session.data.get("tx") or \
-                session.data.get("tx_task"):
+                (running is not None and not running.done()):
             return
         task = asyncio.create_task(self._start(session), name=f"tx-{session.call_id}")
         session.data["tx_task"] = task
@@ -111,15 +117,19 @@ class TranscriptionService:
         call_id = session.call_id
         target = await self._pick()
         if isinstance(target, str):
-            logger.info("%s: no transcription (%s)", call_id, target)
+            logger.info("%s: no transcription yet (%s)", call_id, target)
+            self._waiting[call_id] = session
             await self._state(session, "unavailable", target)
             return
+        self._waiting.pop(call_id, None)
         host, port = target
         tx: dict[str, Any] = {"channels": [], "bridges": [], "sources": []}
         session.data["tx"] = tx
         started_at = time.time()
         try:
-            for direction, speaker in DIRECTIONS:
+            for direction in DIRECTIONS:
+                speaker = "caller" if direction == "in" else \
+                    session.data.get("tx_hears", "operator")
                 await self._direction(session, tx, direction, speaker, host, port,
                                       started_at)
         except asyncio.CancelledError:
@@ -176,7 +186,7 @@ class TranscriptionService:
         except (AriError, RedisError) as exc:
             logger.warning("%s: transcription not taken over: %s", call_id, exc)
             return
-        mine = [f"{call_id}-{kind}-{direction}" for direction, _ in DIRECTIONS
+        mine = [f"{call_id}-{kind}-{direction}" for direction in DIRECTIONS
                 for kind in ("tx", "txm")]
         tx: dict[str, Any] = {"channels": [c for c in mine if c in channels],
                               "bridges": [str(b["id"]) for b in bridges], "sources": [],
@@ -197,10 +207,27 @@ class TranscriptionService:
         logger.info("%s: transcription taken over (%d channel(s), %d bridge(s))", call_id,
                     len(tx["channels"]), len(tx["bridges"]))
 
+    async def retry_waiting(self) -> None:
+        """Runs for the controller's life: calls answered while no transcriber was up are
+        transcribed from the moment one is (the console's pane turns live)."""
+        while True:
+            await asyncio.sleep(RETRY_SECONDS)
+            if not self._waiting:
+                continue
+            if isinstance(await self._pick(), str):
+                continue
+            waiting, self._waiting = self._waiting, {}
+            for call_id, session in waiting.items():
+                if session.state == "ended":
+                    continue
+                logger.info("%s: a transcriber is up; transcription starts now", call_id)
+                await self.start(session)  # in the background; waits again if none is up
+
     # ------------------------------------------------------------- transfers
 
     async def speaker(self, session: CallSession, speaker: str) -> None:
         """Who the caller hears now (``staff`` after a transfer, ``operator`` again)."""
+        session.data["tx_hears"] = speaker  # for a transcription that starts later
         tx = session.data.get("tx")
         source = (tx or {}).get("by_direction", {}).get("out")
         if not source:
@@ -224,6 +251,7 @@ class TranscriptionService:
 
     async def stop(self, session: CallSession) -> None:
         """The call ended: release every channel, bridge and registration."""
+        self._waiting.pop(session.call_id, None)
         task = session.data.pop("tx_task", None)
         if task is not None and not task.done():
             task.cancel()

@@ -239,6 +239,95 @@ def test_call_goes_on_without_transcription(
     assert states[0] == "unavailable"
 
 
+def test_call_answered_without_a_transcriber_is_transcribed_once_one_starts(
+        asterisk: AsteriskInstance, processes: Processes, tx_settings: Settings,
+        operator: Phones, speaking: tuple[str, str], tmp_path: Path) -> None:
+    app = start_ari_app(processes, tx_settings)
+    login(tx_settings)
+    keys = Keys(tx_settings.redis.prefix)
+    client = redis.Redis.from_url(tx_settings.redis.url)
+    caller, call_id = place_call(tx_settings, speaking[0], tmp_path, 45000)
+    try:
+        state = wait_until(lambda: client.get(state_key(keys, call_id)), 10,
+                           "no transcription state for the call")
+        assert state.startswith(b"unavailable: "), state
+        assert not media_channels(tx_settings)
+        start_transcriber(processes, tx_settings)
+        wait_until(lambda: client.get(state_key(keys, call_id)) == b"live", 20,
+                   f"the call was not picked up:\n{app.output()[-3000:]}")
+        assert len(media_channels(tx_settings)) == 4, media_channels(tx_settings)
+        wait_until(lambda: {s["speaker"] for s in segments(client, keys, call_id)
+                            if s["kind"] == "final"} >= {"caller", "operator"}, 40,
+                   f"no finals of both speakers: {segments(client, keys, call_id)}")
+        assert caller.wait(90) == 0
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+    wait_until(lambda: not media_channels(tx_settings), 20,
+               f"snoop channels left: {media_channels(tx_settings)}")
+    wait_until(lambda: not ari(tx_settings, "/bridges"), 20, "bridges left behind")
+    wait_until(lambda: not client.hlen(f"{keys.prefix}:transcription:streams"), 10,
+               "stream registrations left")
+    states = [e["state"] for e in transcript_events(tx_settings, call_id)
+              if e["what"] == "state"]
+    assert states == ["unavailable", "live", "ended"], states
+    client.close()
+
+
+def test_kiosk_session_is_transcribed_and_leaves_nothing_behind(
+        asterisk: AsteriskInstance, processes: Processes, tx_settings: Settings,
+        operator: Phones, tmp_path: Path) -> None:
+    """A kiosk session's leg as kiosk_bridge asks for it (ExternalMedia to the bridge's
+    socket, here a plain UDP socket, and a Local channel into the kiosk queue) is an
+    answered call like any other: both directions are snooped while it lasts, and its
+    end releases every transcription channel, bridge and registration."""
+    import socket
+    import uuid
+
+    from common.kiosk import KioskEnd, KioskStart
+
+    start_transcriber(processes, tx_settings)
+    app = start_ari_app(processes, tx_settings)
+    assert send(tx_settings, AgentLogin(tenant="city", endpoint="op01",
+                                        queues=["kiosk"]))["ok"]
+    wait_until(lambda: members(tx_settings, "kiosk").get("op01", {}).get("status")
+               == "not_in_use", 30, "op01 not ready for kiosk calls")
+    keys = Keys(tx_settings.redis.prefix)
+    client = redis.Redis.from_url(tx_settings.redis.url)
+    session_id = uuid.uuid4().hex
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as bridge_socket:
+        bridge_socket.bind(("127.0.0.1", 0))
+        started = send(tx_settings, KioskStart(
+            session_id=session_id, tenant="city", kiosk="k01", location="中央公民館",
+            rtp_host="127.0.0.1", rtp_port=bridge_socket.getsockname()[1]))
+        assert started["ok"], started
+        wait_until(lambda: any(c.id == session_id and c.agent == "op01"
+                               for c in calls(tx_settings)), 30,
+                   f"the kiosk call did not reach the operator:\n{app.output()[-3000:]}")
+        # the kiosk's own ExternalMedia leg plus a snoop and an ExternalMedia channel per
+        # direction
+        wait_until(lambda: len(media_channels(tx_settings)) == 5, 15,
+                   f"media channels: {media_channels(tx_settings)}\n{app.output()[-3000:]}")
+        wait_until(lambda: client.get(state_key(keys, session_id)) == b"live", 10,
+                   "transcription of the kiosk call not live")
+        # the operator's phone speaks: what the kiosk user hears is transcribed
+        wait_until(lambda: any(s["speaker"] == "operator" and s["kind"] == "final"
+                               for s in segments(client, keys, session_id)), 40,
+                   f"no final of the operator: {segments(client, keys, session_id)}")
+        ended = send(tx_settings, KioskEnd(session_id=session_id, tenant="city",
+                                           reason="kiosk_hangup"))
+        assert ended["ok"], ended
+    wait_until(lambda: not media_channels(tx_settings), 20,
+               f"channels left: {media_channels(tx_settings)}\n{app.output()[-3000:]}")
+    wait_until(lambda: not ari(tx_settings, "/bridges"), 20,
+               f"bridges left: {ari(tx_settings, '/bridges')}")
+    wait_until(lambda: not client.hlen(f"{keys.prefix}:transcription:streams"), 10,
+               "stream registrations left")
+    wait_until(lambda: client.get(state_key(keys, session_id)) == b"ended", 10,
+               "transcription state not ended")
+    client.close()
+
+
 def test_live_transcript_goes_at_hangup_even_with_the_transcriber_down(
         asterisk: AsteriskInstance, processes: Processes, tx_settings: Settings,
         operator: Phones, speaking: tuple[str, str], tmp_path: Path) -> None:
