@@ -345,25 +345,6 @@ class CallService:
 
     # ----------------------------------------------------------------- helpers
 
-    async def _take_over_transfer(self, session: CallSession) -> None:
-        """A caller handed to staff before the restart: the transfer's bridge and the staff
-        leg become the call's, so a hang-up on either side ends the call cleanly."""
-        try:
-            bridges = await self.ari.get("/bridges")
-        except AriError:
-            bridges = []
-        for bridge in bridges or []:
-            if bridge.get("name") != f"transfer-{session.call_id}":
-                continue
-            session.bridges.add(str(bridge["id"]))
-            for leg in bridge.get("channels") or []:
-                if leg != session.channel_id:
-                    session.legs.add(str(leg))
-                    session.data["adopted_staff"] = str(leg)
-                    await self._subscribe(str(leg))
-        logger.info("%s watched again after a restart (transferred, %d leg(s))",
-                    session.call_id, len(session.legs))
-
     async def _subscribe(self, channel_id: str) -> None:
         """Keep receiving this channel's events after it leaves Stasis (queue, hang-up)."""
         try:
@@ -377,10 +358,11 @@ class CallService:
     async def resubscribe(self, channel_id: str) -> None:
         await self._subscribe(channel_id)
 
-    async def watch_again(self, session: CallSession, channel: dict[str, Any]) -> None:
+    async def watch_again(self, session: CallSession, channel: dict[str, Any]) -> bool:
         """After a restart or reconnect: a call already past Stasis (waiting in the queue
         or talking to an operator) is watched again, and what the controller knew of it
-        is rebuilt from Asterisk, so it can still be transferred or listened to."""
+        is rebuilt from Asterisk, so it can still be transferred or listened to. True:
+        the caller is inside a transfer (``TransferService.take_over`` goes on)."""
         await self._subscribe(session.channel_id)
         did = await self._channel_var(session.channel_id, "MADO_DID")
         service = self.settings.service_for_did(did) if did else None
@@ -392,8 +374,7 @@ class CallService:
         dialplan = channel.get("dialplan") or {}
         if dialplan.get("app_name") == "Stasis" and \
                 ",transfer," in f"{dialplan.get('app_data', '')},":
-            await self._take_over_transfer(session)
-            return
+            return True
         # talking to an operator: app_queue named the member, the bridge names the peer
         member = await self._channel_var(session.channel_id, "MEMBERNAME")
         peer = await self._channel_var(session.channel_id, "BRIDGEPEER")
@@ -407,6 +388,7 @@ class CallService:
                 await self.agent_connected(session, member, peer, peer_id, restarted=True)
         logger.info("%s watched again after a restart (%s)", session.call_id,
                     f"talking to {member}" if member and peer else "in the queue")
+        return False
 
     async def _channel_var(self, channel_id: str, name: str) -> str:
         try:

@@ -214,7 +214,8 @@ class StasisDispatcher:
             elif kind == "MadoResume":
                 await self.service.inbound(session, event, resumed=True)
             elif kind == "MadoWatch":
-                await self.service.watch_again(session, event["channel"])
+                if await self.service.watch_again(session, event["channel"]):
+                    await self.transfers.take_over(session)
             elif kind == "ChannelUserevent" and event.get("eventname") == "MadoPrompt":
                 await self.service.dialplan_prompt(session, event)
             elif kind == "PlaybackFinished":

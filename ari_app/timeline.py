@@ -121,6 +121,14 @@ class TimelineStore:
                     continue
                 setattr(call, key, value)
 
+    def last_event(self, call_id: str, kind: str) -> dict[str, Any] | None:
+        """The data of the call's latest timeline row of ``kind`` (None: there is none)."""
+        with self._factory() as session:
+            return session.scalars(
+                select(CallEvent.data).where(CallEvent.call_id == call_id,
+                                             CallEvent.kind == kind)
+                .order_by(CallEvent.at.desc(), CallEvent.id.desc()).limit(1)).first()
+
     def talking_call(self, queue: str, agent: str) -> str | None:
         """The call ``agent`` answered last in ``queue`` whose talk time is still open."""
         with self._factory() as session:

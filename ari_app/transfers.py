@@ -347,6 +347,105 @@ class TransferService:
             await self._ignore_gone(self.ari.delete(f"/bridges/{bridge}"))
         session.bridges.clear()
 
+    # ----------------------------------------------------- after a restart
+
+    async def take_over(self, session: CallSession) -> None:
+        """After a restart: the caller is inside a transfer a previous controller began.
+        Asterisk still has its channels and bridge (their ids and names derive from the
+        call id); the call's last ``transfer`` row says what it was. It goes on from
+        where it is: caller and staff talking stay so; a staff phone still ringing is
+        waited for; one answered meanwhile is joined; one that stopped ringing (or a
+        staff member who left the consultation) sends the caller back as usual."""
+        call_id = session.call_id
+        try:
+            channels = {str(c["id"]): c for c in await self.ari.get("/channels") or []}
+            bridge = next((b for b in await self.ari.get("/bridges") or []
+                           if b.get("name") == f"transfer-{call_id}"), None)
+        except AriError as exc:
+            logger.warning("%s: transfer not taken over: %s", call_id, exc)
+            return
+        members = [str(c) for c in (bridge or {}).get("channels") or []]
+        if bridge is not None:
+            session.bridges.add(str(bridge["id"]))
+        if session.channel_id in members:
+            # connected: the staff leg becomes the call's, its hang-up ends the call
+            for leg in members:
+                if leg != session.channel_id:
+                    await self._adopt(session, leg)
+                    session.data["adopted_staff"] = leg
+            logger.info("%s watched again after a restart (transferred, %d leg(s))",
+                        call_id, len(session.legs))
+            return
+        row = await asyncio.to_thread(self.service.store.last_event, call_id, "transfer")
+        result = str((row or {}).get("result", ""))
+        if row is None or result not in ("started", "ringing", "consulting") or \
+                (bridge is None) != (result == "started"):
+            logger.warning("%s: caller left inside a transfer with no record of it (%s); to "
+                           "the front of the queue", call_id, result or "no record")
+            for leg in members + [c for c in channels if c.startswith(f"{call_id}-staff-")]:
+                await self._hangup(leg)
+            stray = Transfer(kind="blind", target="", endpoint="", department="", note="",
+                             operator="", bridge=str((bridge or {}).get("id", "")))
+            session.transfer = stray
+            await self._to_queue_front(session, stray)
+            return
+        transfer = Transfer(kind=str(row.get("kind", "blind")), target=str(row["target"]),
+                            endpoint=staff_endpoint(str(row["target"])),
+                            department=str(row.get("department", "")),
+                            note=str(row.get("note", "")), operator=str(row.get("operator", "")),
+                            caller_in=True, started=asyncio.get_running_loop().time())
+        session.transfer = transfer
+        if bridge is None:
+            # the controller died between the Redirect and the bridge: the operator's leg
+            # waits in Stasis too (unless they hung up); go on from there
+            agent = next((cid for cid, c in channels.items()
+                          if str((c.get("dialplan") or {}).get("app_data", "")).endswith(
+                              "transfer,agent")
+                          and str(c.get("name", "")).startswith(f"PJSIP/{transfer.operator}-")),
+                         "")
+            if agent:
+                transfer.agent_channel, transfer.agent_in = agent, True
+                await self._adopt(session, agent)
+            else:
+                transfer.kind = "blind"  # no operator left to consult with
+            logger.info("%s watched again after a restart (transfer redirected, %s)",
+                        call_id, "operator waiting" if agent else "operator gone")
+            await self._both_in(session, transfer)
+            return
+        assert bridge is not None
+        staff = next((c for c in channels if c.startswith(f"{call_id}-staff-")), "")
+        agent = next((m for m in members if m != staff), "")
+        transfer.bridge = str(bridge["id"])
+        transfer.agent_channel, transfer.agent_in = agent, bool(agent)
+        transfer.staff_channel = staff
+        transfer.staff_up = bool(staff) and staff in members
+        transfer.phase = "consulting" if transfer.kind == "attended" else "ringing"
+        for leg in (agent, staff):
+            if leg:
+                await self._adopt(session, leg)
+        logger.info("%s watched again after a restart (transfer %s, staff %s)", call_id,
+                    transfer.phase, "gone" if not staff else
+                    "talking" if transfer.staff_up else
+                    str(channels[staff].get("state", "")).lower())
+        if not staff:
+            if result == "consulting":  # the staff member had answered and left
+                await self._back_to_operator(session, transfer, "staff_hung_up")
+            else:  # the staff phone stopped ringing while no controller was there
+                await self.staff_failed(session, "no_answer")
+        elif not transfer.staff_up and \
+                (channels[staff].get("dialplan") or {}).get("app_name") == "Stasis":
+            # answered while no controller was there: its StasisStart went to nobody
+            await self._staff_answered(session, transfer, staff)
+        elif transfer.staff_up and not agent:
+            # the operator left meanwhile (or a blind transfer was half joined): caller and
+            # staff talk
+            await self._ignore_gone(self.ari.delete(f"/channels/{session.channel_id}/ring"))
+            await self.complete_without_operator(session, transfer)
+
+    async def _adopt(self, session: CallSession, leg: str) -> None:
+        session.legs.add(leg)
+        await self.service.resubscribe(leg)
+
     # ------------------------------------------------------------ helpers
 
     async def _record(self, session: CallSession, result: str, reason: str = "") -> None:
