@@ -27,7 +27,19 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
-from flask import Blueprint, Response, abort, g, jsonify, make_response, render_template, request
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    g,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_babel import force_locale, get_locale
 from flask_babel import gettext as _
 from redis.exceptions import RedisError
@@ -788,14 +800,20 @@ def fleet_json() -> Response:
     return jsonify({"kiosks": fleet_status(get_settings(), user.tenant_id)})
 
 
-@fleet_bp.post("/<kiosk_id>/action")
-@login_required(roles=("administrator", "supervisor"))
-def fleet_action(kiosk_id: str) -> Any:
+def _own_kiosk(kiosk_id: str) -> Kiosk:
+    """The viewer's tenant's kiosk of that id, or 404 (another tenant's is not found)."""
     user = current_user()
     assert user is not None
     kiosk = find_kiosk(get_settings(), kiosk_id)
     if kiosk is None or kiosk.tenant != user.tenant_id:
         abort(404)
+    return kiosk
+
+
+@fleet_bp.post("/<kiosk_id>/action")
+@login_required(roles=("administrator", "supervisor"))
+def fleet_action(kiosk_id: str) -> Any:
+    _own_kiosk(kiosk_id)
     action = request.form.get("action", "")
     if action not in FLEET_ACTIONS:
         return _error(400, "bad_action", f"action must be one of {', '.join(FLEET_ACTIONS)}")
@@ -804,8 +822,6 @@ def fleet_action(kiosk_id: str) -> Any:
     except RedisError as exc:
         return _error(503, "redis", f"the action was not queued: {exc}")
     audit_event(f"kiosk.{action}", object_type="kiosk", object_id=kiosk_id)
-    from flask import flash, redirect, url_for
-
     flash(_("The action was sent; the kiosk carries it out with its next heartbeat."))
     return redirect(url_for("kiosk_fleet.fleet"))
 
@@ -813,11 +829,7 @@ def fleet_action(kiosk_id: str) -> Any:
 @fleet_bp.get("/<kiosk_id>/log")
 @login_required(roles=("administrator", "supervisor"))
 def fleet_log(kiosk_id: str) -> Response:
-    user = current_user()
-    assert user is not None
-    kiosk = find_kiosk(get_settings(), kiosk_id)
-    if kiosk is None or kiosk.tenant != user.tenant_id:
-        abort(404)
+    _own_kiosk(kiosk_id)
     text: Any = get_redis().get(kk().diagnostics(kiosk_id))
     if text is None:
         abort(404)
