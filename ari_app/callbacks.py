@@ -292,6 +292,9 @@ class CallbackService:
                                 "callback_completed", datetime.now(UTC),
                                 {"callback": cb_id, "result": "answered"},
                                 f"callback_completed:{cb_id}")
+        if self.service.transcription is not None:  # on the original call's transcript
+            session.data["tx_target"] = channel_id
+            await self.service.transcription.start(session)
 
     async def leg_destroyed(self, session: CallSession, event: dict[str, Any]) -> None:
         channel_id = str(event["channel"]["id"])

@@ -1,8 +1,9 @@
 """Live transcription of an answered call: snoop channels and ExternalMedia to the
 transcriber (docs/transcription.md).
 
-When an operator answers (phone or kiosk: both are queued calls), two snoop channels
-are put on the caller's channel: ``spy=in`` (what the caller says) and ``spy=out``
+When an operator answers (phone or kiosk: both are queued calls), or the citizen
+answers a queued callback, two snoop channels are put on the citizen's channel (the
+caller's, or the one the callback dialled): ``spy=in`` (what they say) and ``spy=out``
 (what the caller hears: the operator, later the staff member). Each snoop is bridged
 with an ExternalMedia channel (``slin16``, one-way) that sends RTP to a transcriber
 chosen from the heartbeats. The stream is registered in Redis under the address
@@ -86,9 +87,11 @@ class TranscriptionService:
         """The operator answered: start transcribing in the background (the call's own
         events never wait for it)."""
         running = session.data.get("tx_task")
-        if not self.cfg.enabled or session.kind == "callback" or session.data.get("tx") or \
+        if not self.cfg.enabled or session.data.get("tx") or \
                 (running is not None and not running.done()):
             return
+        if session.kind == "callback" and not session.data.get("tx_target"):
+            return  # the citizen has not answered yet (ari_app.callbacks sets the target)
         task = asyncio.create_task(self._start(session), name=f"tx-{session.call_id}")
         session.data["tx_task"] = task
 
@@ -148,7 +151,9 @@ class TranscriptionService:
         media = f"{session.call_id}-txm-{direction}"
         entered = [self._expect(snoop), self._expect(media)]
         tx["channels"] += [snoop, media]
-        await self.ari.post(f"/channels/{session.channel_id}/snoop", app=self.app,
+        # the citizen's channel: the caller's, or the one a callback dialled
+        target = session.data.get("tx_target") or session.channel_id
+        await self.ari.post(f"/channels/{target}/snoop", app=self.app,
                             appArgs="transcription", spy=direction, snoopId=snoop)
         reply = await self.ari.post("/channels/externalMedia", app=self.app,
                                     channelId=media, external_host=f"{host}:{port}",

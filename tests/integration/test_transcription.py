@@ -328,6 +328,58 @@ def test_kiosk_session_is_transcribed_and_leaves_nothing_behind(
     client.close()
 
 
+def test_queued_callback_is_transcribed_on_the_original_call(
+        asterisk: AsteriskInstance, processes: Processes, tx_settings: Settings,
+        operator: Phones, tmp_path: Path) -> None:
+    """The caller books a callback while op01 is busy; when the callback reaches op01 and
+    the citizen answers, the citizen's channel is snooped both ways and the transcript
+    goes on the original call (the one the operator's case card shows)."""
+    from tests.integration.test_callback import callbacks, start_citizen
+
+    start_transcriber(processes, tx_settings)
+    app = start_ari_app(processes, tx_settings)
+    login(tx_settings)
+    keys = Keys(tx_settings.redis.prefix)
+    client = redis.Redis.from_url(tx_settings.redis.url)
+    citizen = start_citizen(tx_settings, tmp_path / "citizen", 20000)
+    try:
+        busy = run_sipp(tx_settings, "uac_hangup.xml", DID, tmp_path / "busy",
+                        duration_ms=12000, background=True,
+                        keys={"caller": "0901000001", "rtp_port": "4000"})
+        assert isinstance(busy, subprocess.Popen)
+        wait_until(lambda: members(tx_settings)["op01"]["in_call"], 15, "op01 not busy")
+        asker = run_sipp(tx_settings, "uac_callback.xml", DID, tmp_path / "asker",
+                         duration_ms=8000, keys={"caller": "0901000003", "rtp_port": "4002"},
+                         timeout=60)
+        assert asker.returncode == 0, asker.stdout  # type: ignore[union-attr]
+        original = next(c for c in calls(tx_settings) if c.caller == "0901000003")
+        wait_until(lambda: client.get(state_key(keys, original.id)) == b"live", 40,
+                   f"the callback was not transcribed: {callbacks(tx_settings)}\n"
+                   f"{app.output()[-3000:]}")
+        streams = [json.loads(v) for v in client.hvals(f"{keys.prefix}:transcription:streams")]
+        assert sorted(s["speaker"] for s in streams if s["call_id"] == original.id) == \
+            ["caller", "operator"], streams
+        # op01's phone speaks: what the citizen hears is on the original call's transcript
+        wait_until(lambda: any(s["speaker"] == "operator" and s["kind"] == "final"
+                               for s in segments(client, keys, original.id)), 40,
+                   f"no final of the operator: {segments(client, keys, original.id)}")
+        assert citizen.wait(60) == 0
+        assert busy.wait(30) == 0
+    finally:
+        if citizen.poll() is None:
+            citizen.kill()
+            citizen.wait(5)
+    assert callbacks(tx_settings)[0].status == "completed"
+    wait_until(lambda: not media_channels(tx_settings), 20,
+               f"channels left: {media_channels(tx_settings)}")
+    wait_until(lambda: not ari(tx_settings, "/bridges"), 20, "bridges left behind")
+    wait_until(lambda: not client.hlen(f"{keys.prefix}:transcription:streams"), 10,
+               "stream registrations left")
+    wait_until(lambda: client.get(state_key(keys, original.id)) == b"ended", 10,
+               "transcription state not ended")
+    client.close()
+
+
 def test_live_transcript_goes_at_hangup_even_with_the_transcriber_down(
         asterisk: AsteriskInstance, processes: Processes, tx_settings: Settings,
         operator: Phones, speaking: tuple[str, str], tmp_path: Path) -> None:
