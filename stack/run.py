@@ -130,6 +130,16 @@ def banner(settings: Settings, asterisk: AsteriskInstance | None) -> str:
     lines.append(f"    e.g. sipp 127.0.0.1:{ast.sip_port} -sf tests/sipp/uac_pcap_wait_bye.xml "
                  f"-s {settings.services[0].dids[0] if settings.services[0].dids else ''} "
                  "-i 127.0.0.2 -mi 127.0.0.2 -key caller 0901234567 -m 1")
+    if settings.kiosks and not settings.production:
+        from common.kiosk import dev_secret
+
+        kiosk = settings.kiosks[0]
+        lines.append(f"  Kiosk page ({kiosk.id}, {kiosk.location}): http://{settings.web.bind}:"
+                     f"{settings.web.port}/kiosk/#{kiosk.id}:{dev_secret(settings, kiosk.id)}")
+        lines.append("    other kiosks: python -m common.kiosk dev-url <kiosk id>")
+    if settings.transcription.enabled and not settings.transcription.model_path:
+        lines.append("  Live transcription: off until transcription.model_path names a Vosk "
+                     "model folder (README: Vosk model)")
     if asterisk is not None:
         cli = " ".join(asterisk.install.command("-C", asterisk.conf, "-r"))
         lines.append(f"  Asterisk CLI: {cli}")
