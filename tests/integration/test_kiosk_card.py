@@ -320,8 +320,13 @@ def test_the_operator_reads_the_citizens_card_with_their_pin_for_this_call_only(
     kiosk.click("[data-card='agree']")
     card_step(kiosk, "error")
     assert "カードリーダーの準備ができていません" in kiosk.inner_text("#k-card-error")
-    wait_until(lambda: "madoguchi-card-agent" in console.inner_text(
-        "[data-kiosk-card] .kiosk-card-state"), 10, "the operator was not told")
+    state = "[data-kiosk-card] .kiosk-card-state"
+    try:
+        wait_until(lambda: "madoguchi-card-agent" in console.inner_text(state), 10,
+                   "the operator was not told")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the card panel says {console.inner_text(state)!r}"
+                             ) from None
     assert kiosk.is_visible("#screen-call")
     kiosk.click("[data-card-step='error'] [data-card='cancel']")
 

@@ -37,11 +37,24 @@
   window.setInterval(tick, 1000);
 
   // -- partial refreshes ----------------------------------------------------------
+  // Refreshes of one part can overlap (events a few ms apart) and answer out of order:
+  // only the newest request's answer may replace the part, never an older one.
+  var generations = {};
+  function newest(part, promise) {
+    var n = (generations[part] || 0) + 1;
+    generations[part] = n;
+    return promise.then(function (html) {
+      if (generations[part] !== n) { throw new Error("superseded"); }
+      return html;
+    });
+  }
   function refreshState() {
     var url = root.getAttribute("data-state-url");
-    var el = document.getElementById("agent-state");
-    if (!url || !el) { return; }
-    getHTML(url).then(function (html) { el.outerHTML = html; tick(); }).catch(function () {});
+    if (!url || !document.getElementById("agent-state")) { return; }
+    newest("state", getHTML(url)).then(function (html) {
+      var el = document.getElementById("agent-state");
+      if (el) { el.outerHTML = html; tick(); }
+    }).catch(function () {});
   }
   function loadCard(callId) {
     var area = document.getElementById("case-area");
@@ -55,19 +68,22 @@
   function refreshNotes(callId) {
     var box = document.querySelector('[data-notes-for="' + callId + '"]');
     if (!box) { return; }
-    getHTML(fill(root.getAttribute("data-notes-url"), callId)).then(function (html) {
-      box.innerHTML = html;
-    }).catch(function () {});
+    newest("notes:" + callId, getHTML(fill(root.getAttribute("data-notes-url"), callId)))
+      .then(function (html) { box.innerHTML = html; }).catch(function () {});
   }
   var liveTimer = null;
   function refreshLive(callId) {
     if (liveTimer) { return; }
     liveTimer = window.setTimeout(function () {
       liveTimer = null;
-      var box = document.querySelector('[data-live-for="' + callId + '"]');
-      if (!box) { return; }
-      getHTML(fill(root.getAttribute("data-card-url"), callId).replace(/\?.*$/, "") + "/live")
-        .then(function (html) { box.outerHTML = html; }).catch(function () {});
+      if (!document.querySelector('[data-live-for="' + callId + '"]')) { return; }
+      newest("live:" + callId,
+             getHTML(fill(root.getAttribute("data-card-url"), callId).replace(/\?.*$/, "") +
+                     "/live"))
+        .then(function (html) {
+          var box = document.querySelector('[data-live-for="' + callId + '"]');
+          if (box) { box.outerHTML = html; }
+        }).catch(function () {});
     }, 500);
   }
   var boardTimer = null;

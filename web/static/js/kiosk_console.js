@@ -107,9 +107,14 @@
   function refreshCard(panel, view) {
     var box = panel.querySelector("[data-kiosk-card]");
     if (!box) { return; }
+    // steps come a few ms apart and their fetches can answer out of order: only the
+    // newest one may change the panel (an older answer must not bring a past step back)
+    var seq = (box.madoSeq || 0) + 1;
+    box.madoSeq = seq;
     fetch(panel.getAttribute("data-card-url"), {credentials: "same-origin", cache: "no-store"})
       .then(function (r) { return r.ok ? r.json() : {}; })
       .then(function (st) {
+        if (box.madoSeq !== seq) { return; }
         var text = st.state ? (box.getAttribute("data-msg-" + st.state) || st.state) : "";
         if (st.state === "error") {
           text += st.notice ? " " + st.notice : "";
