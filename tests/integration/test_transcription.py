@@ -65,6 +65,17 @@ def media_channels(settings: Settings) -> list[str]:
             if c["name"].startswith(("Snoop/", "UnicastRTP/"))]
 
 
+def assert_released(settings: Settings, client: redis.Redis, keys: Keys) -> None:
+    """Nothing of any call's transcription is left: no snoop or ExternalMedia channel,
+    no bridge, no stream registration."""
+    wait_until(lambda: not media_channels(settings), 20,
+               f"snoop/ExternalMedia channels left: {media_channels(settings)}")
+    wait_until(lambda: not ari(settings, "/bridges"), 20,
+               f"bridges left: {ari(settings, '/bridges')}")
+    wait_until(lambda: not client.hlen(f"{keys.prefix}:transcription:streams"), 10,
+               "stream registrations left")
+
+
 @pytest.fixture
 def tx_settings(call_settings: Settings, test_model: Path) -> Settings:
     return transcription_settings(call_settings, test_model)
@@ -185,11 +196,7 @@ def test_answered_call_is_transcribed_both_ways_and_cleaned_up(
     whats = [e["what"] for e in transcript_events(tx_settings, call_id)]
     assert whats[0] == "state" and "final" in whats and "partial" in whats
     # nothing left after the hang-up
-    wait_until(lambda: not media_channels(tx_settings), 20,
-               f"snoop channels left: {media_channels(tx_settings)}")
-    wait_until(lambda: not ari(tx_settings, "/bridges"), 20, "bridges left behind")
-    wait_until(lambda: not client.hlen(f"{keys.prefix}:transcription:streams"), 10,
-               "stream registrations left")
+    assert_released(tx_settings, client, keys)
     wait_until(lambda: not client.exists(transcript_key(keys, call_id)), 15,
                "live transcript kept after the hang-up")
     states = [e["state"] for e in transcript_events(tx_settings, call_id)
@@ -263,11 +270,7 @@ def test_call_answered_without_a_transcriber_is_transcribed_once_one_starts(
     finally:
         if caller.poll() is None:
             caller.kill()
-    wait_until(lambda: not media_channels(tx_settings), 20,
-               f"snoop channels left: {media_channels(tx_settings)}")
-    wait_until(lambda: not ari(tx_settings, "/bridges"), 20, "bridges left behind")
-    wait_until(lambda: not client.hlen(f"{keys.prefix}:transcription:streams"), 10,
-               "stream registrations left")
+    assert_released(tx_settings, client, keys)
     states = [e["state"] for e in transcript_events(tx_settings, call_id)
               if e["what"] == "state"]
     assert states == ["unavailable", "live", "ended"], states
@@ -317,12 +320,7 @@ def test_kiosk_session_is_transcribed_and_leaves_nothing_behind(
         ended = send(tx_settings, KioskEnd(session_id=session_id, tenant="city",
                                            reason="kiosk_hangup"))
         assert ended["ok"], ended
-    wait_until(lambda: not media_channels(tx_settings), 20,
-               f"channels left: {media_channels(tx_settings)}\n{app.output()[-3000:]}")
-    wait_until(lambda: not ari(tx_settings, "/bridges"), 20,
-               f"bridges left: {ari(tx_settings, '/bridges')}")
-    wait_until(lambda: not client.hlen(f"{keys.prefix}:transcription:streams"), 10,
-               "stream registrations left")
+    assert_released(tx_settings, client, keys)
     wait_until(lambda: client.get(state_key(keys, session_id)) == b"ended", 10,
                "transcription state not ended")
     client.close()
@@ -370,11 +368,7 @@ def test_queued_callback_is_transcribed_on_the_original_call(
             citizen.kill()
             citizen.wait(5)
     assert callbacks(tx_settings)[0].status == "completed"
-    wait_until(lambda: not media_channels(tx_settings), 20,
-               f"channels left: {media_channels(tx_settings)}")
-    wait_until(lambda: not ari(tx_settings, "/bridges"), 20, "bridges left behind")
-    wait_until(lambda: not client.hlen(f"{keys.prefix}:transcription:streams"), 10,
-               "stream registrations left")
+    assert_released(tx_settings, client, keys)
     wait_until(lambda: client.get(state_key(keys, original.id)) == b"ended", 10,
                "transcription state not ended")
     client.close()
@@ -464,11 +458,7 @@ def test_staff_leg_after_a_blind_transfer_is_transcribed(
     finally:
         if caller.poll() is None:
             caller.kill()
-    wait_until(lambda: not media_channels(tx_settings), 20,
-               f"snoop channels left: {media_channels(tx_settings)}")
-    wait_until(lambda: not ari(tx_settings, "/bridges"), 20, "bridges left behind")
-    wait_until(lambda: not client.hlen(f"{keys.prefix}:transcription:streams"), 10,
-               "stream registrations left")
+    assert_released(tx_settings, client, keys)
     wait_until(lambda: not client.exists(transcript_key(keys, call_id)), 15,
                "live transcript kept after the hang-up")
     client.close()
