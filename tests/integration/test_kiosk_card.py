@@ -178,6 +178,44 @@ def type_pin_on_screen(kiosk: Any, pin: str) -> None:
     kiosk.click("#k-keypad [data-card='ok']")
 
 
+class HeldReport:
+    """Holds the kiosk page's report of one card step in the browser until released,
+    to show that the page sends no later step before the server has answered that one.
+    Two reports in flight may be handled in either order: a later step (an error found
+    a few ms after "waiting for the card") was overwritten by the earlier one, and the
+    operator never learned of the error."""
+
+    PATTERN = "**/kiosk/api/session/*/card"
+
+    def __init__(self, page: Any, state: str) -> None:
+        self.page, self.state = page, state
+        self.held: Any = None
+        self.later: list[str] = []  # steps the page sent while the held one was unanswered
+        page.route(self.PATTERN, self._route)
+
+    def _route(self, route: Any) -> None:
+        step = json.loads(route.request.post_data or "{}").get("state", "")
+        if step == self.state and self.held is None:
+            self.held = route
+            return
+        if self.held is not None:
+            self.later.append(step)
+        route.continue_()
+
+    def release(self, settle_ms: int = 700) -> None:
+        for _ in range(100):  # Playwright runs the route handler only while it is called
+            if self.held is not None:
+                break
+            self.page.wait_for_timeout(50)
+        assert self.held is not None, f"the page never reported {self.state!r}"
+        self.page.wait_for_timeout(settle_ms)  # room for a later report, were it sent now
+        held, self.held = self.held, None
+        held.continue_()
+        self.page.unroute(self.PATTERN, self._route)
+        assert self.later == [], (f"the page sent {self.later} before the server had "
+                                  f"answered {self.state!r}")
+
+
 def test_the_operator_reads_the_citizens_card_with_their_pin_for_this_call_only(
         asterisk: AsteriskInstance, kiosk_settings: Settings, card_agent: subprocess.Popen[str],
         stack: tuple[str, Proc, Proc], operators: tuple[Phones, Phones], staff_phone: Phones,
@@ -237,9 +275,12 @@ def test_the_operator_reads_the_citizens_card_with_their_pin_for_this_call_only(
     assert kiosk.is_visible("#k-card-warning")
     assert "ロック" in kiosk.inner_text("#k-card-warning")
 
-    # the right PIN, typed on the kiosk's physical keypad this time
+    # the right PIN, typed on the kiosk's physical keypad this time; the card answers in
+    # a few ms, and the page reports "read" only after the server has "reading"
+    held = HeldReport(kiosk, "reading")
     kiosk.keyboard.type(profile.pin)
     kiosk.keyboard.press("Enter")
+    held.release()
     card_step(kiosk, "done")
 
     # the operator's case card shows the four items
@@ -317,9 +358,11 @@ def test_the_operator_reads_the_citizens_card_with_their_pin_for_this_call_only(
     card_agent.wait(10)
     console.click("[data-kiosk-action='card']")
     card_step(kiosk, "consent")
+    held = HeldReport(kiosk, "waiting_card")
     kiosk.click("[data-card='agree']")
     card_step(kiosk, "error")
     assert "カードリーダーの準備ができていません" in kiosk.inner_text("#k-card-error")
+    held.release()  # the error, found at once, is reported after "waiting for the card"
     state = "[data-kiosk-card] .kiosk-card-state"
     try:
         wait_until(lambda: "madoguchi-card-agent" in console.inner_text(state), 10,

@@ -294,11 +294,19 @@
   function cardReport(state, extra) {
     var c = card;
     if (!c || !c.session.id) { return Promise.resolve({}); }
+    var s = c.session;
     var body = {state: state};
     Object.keys(extra || {}).forEach(function (k) { body[k] = extra[k]; });
-    return api("POST", "/kiosk/api/session/" + c.session.id + "/card", body, c.session.token)
-      .then(function (resp) { if (!resp.ok) { fail("card report " + state + ": " + resp.code); } return resp; })
-      .catch(function (e) { fail("card report: " + e); return {}; });
+    function send() {
+      return api("POST", "/kiosk/api/session/" + s.id + "/card", body, s.token)
+        .then(function (resp) { if (!resp.ok) { fail("card report " + state + ": " + resp.code); } return resp; })
+        .catch(function (e) { fail("card report: " + e); return {}; });
+    }
+    // one report at a time, in the order of the steps: two reports in flight can be
+    // handled by the server in either order, and a step found a few ms later (the card
+    // agent not answering) would be overwritten by the one before it (waiting for the card)
+    s.cardReports = (s.cardReports || Promise.resolve({})).then(send);
+    return s.cardReports;
   }
 
   // an error the page finds itself, shaped like the card agent's error answers
