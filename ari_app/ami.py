@@ -44,6 +44,7 @@ class AmiConnection:
         self.last_error = ""
         self._handlers: list[tuple[str, EventHandler]] = []
         self.on_login: list[Callable[[], Any]] = []
+        self.on_disconnect: list[Callable[[], Any]] = []
 
     def register_event(self, pattern: str, handler: EventHandler) -> None:
         if pattern not in SUBSCRIBED_EVENTS:
@@ -114,6 +115,11 @@ class AmiConnection:
             logger.warning("AMI connection lost (%s); reconnecting", exc)
         self.logged_in.clear()
         self.last_error = f"AMI connection lost: {exc}"
+        for cb in self.on_disconnect:
+            try:
+                cb()
+            except Exception:
+                logger.exception("AMI on_disconnect callback failed")
 
     async def action(self, action: dict[str, Any], as_list: bool | None = False) -> Any:
         if self.manager is None or not self.logged_in.is_set():

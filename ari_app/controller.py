@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import socket
-import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -32,6 +31,7 @@ from common import commands as cmds
 from common.console_events import SupervisorListen, SupervisorListenStop
 from common.db import init_schema, make_engine, session_factory
 from common.events import ComponentState
+from common.health import Heartbeat
 from common.keys import Keys
 from common.kiosk import KioskEnd, KioskStart
 from common.settings import Settings
@@ -88,8 +88,14 @@ class Controller:
         self.commands.register(KioskStart, self.kiosk.start)
         self.commands.register(KioskEnd, self.kiosk.end)
         self.ari.on_event = self.dispatcher.on_event
+        self.heartbeat = Heartbeat(self.redis, self.keys.health("ari_app", self.instance),
+                                   settings.ari.heartbeat_interval, self._health_fields)
         self.ari.on_connect.append(self.resync)
         self.ari.on_disconnect.append(self._ari_down)
+        # the health page sees ARI and AMI come and go when it happens
+        self.ari.on_connect.append(self._health_changed)
+        self.ami.on_login.append(self.heartbeat.changed)
+        self.ami.on_disconnect.append(self.heartbeat.changed)
         self.asterisk_state: dict[str, str] = {"asterisk": "down",
                                                "asterisk_detail": "not contacted yet"}
         self._tasks: list[asyncio.Task[Any]] = []
@@ -99,7 +105,7 @@ class Controller:
         await self.ami.start()
         self._tasks = [
             asyncio.create_task(self.ari.run(), name="ari-websocket"),
-            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self.heartbeat.run(), name="heartbeat"),
             asyncio.create_task(self.commands.run(), name="commands"),
             asyncio.create_task(self.recorder.run(), name="recorder"),
             asyncio.create_task(self.callbacks.run_due(), name="callbacks"),
@@ -217,6 +223,7 @@ class Controller:
                     "%d in our app", len(channels), len(active), len(in_app))
 
     async def _ari_down(self) -> None:
+        self.heartbeat.changed()
         await self._publish_component("ari", "down", self.ari.last_error)
 
     async def _publish_component(self, component: str, state: str, detail: str = "") -> None:
@@ -242,29 +249,19 @@ class Controller:
         except (AriError, AriUnavailable) as exc:
             self.asterisk_state = {"asterisk": "down", "asterisk_detail": str(exc)}
 
-    async def _heartbeat(self) -> None:
-        interval = self.settings.ari.heartbeat_interval
-        key = self.keys.health("ari_app", self.instance)
-        while True:
-            await self._probe_asterisk()
-            fields: dict[Any, Any] = {
-                **self.asterisk_state,
-                "ari": "up" if self.ari.connected.is_set() else "down",
-                "ari_detail": "connected" if self.ari.connected.is_set()
-                else (self.ari.last_error or "connecting"),
-                "ami": "up" if self.ami.logged_in.is_set() else "down",
-                "ami_detail": "logged in" if self.ami.logged_in.is_set()
-                else (self.ami.last_error or "connecting"),
-                "active_calls": str(len(self.dispatcher.sessions)),
-                "pid": str(os.getpid()),
-            }
-            try:
-                async with self.redis.pipeline() as pipe:
-                    pipe.delete(key)
-                    fields["updated_at"] = f"{time.time():.3f}"
-                    pipe.hset(key, mapping=fields)
-                    pipe.pexpire(key, int(interval * 3000))
-                    await pipe.execute()
-            except RedisError as exc:
-                logger.warning("heartbeat not written (Redis: %s)", exc)
-            await asyncio.sleep(interval)
+    async def _health_fields(self) -> dict[str, str]:
+        await self._probe_asterisk()
+        return {
+            **self.asterisk_state,
+            "ari": "up" if self.ari.connected.is_set() else "down",
+            "ari_detail": "connected" if self.ari.connected.is_set()
+            else (self.ari.last_error or "connecting"),
+            "ami": "up" if self.ami.logged_in.is_set() else "down",
+            "ami_detail": "logged in" if self.ami.logged_in.is_set()
+            else (self.ami.last_error or "connecting"),
+            "active_calls": str(len(self.dispatcher.sessions)),
+            "pid": str(os.getpid()),
+        }
+
+    async def _health_changed(self) -> None:
+        self.heartbeat.changed()

@@ -1,8 +1,9 @@
 """Health of every part, as it really is, read from where each part reports.
 
-Long-running processes (ari_app, kiosk_bridge) write a heartbeat hash to Redis every
-few seconds with a short expiry (``write_heartbeat``); the hash vanishes when they
-stop. ari_app's heartbeat also carries what it sees of Asterisk, ARI and AMI, because
+Long-running processes (ari_app, kiosk_bridge, the transcriber) write a heartbeat hash
+to Redis every few seconds, and at once when their state changes, with a short expiry
+(``Heartbeat``; ``write_heartbeat`` for synchronous writers); the hash vanishes when
+they stop. ari_app's heartbeat also carries what it sees of Asterisk, ARI and AMI, because
 nothing else talks to Asterisk. rq workers and the rq cron scheduler register
 themselves in Redis (rq's own registries). Redis and the database are checked directly.
 Used by the web health page and by the health roll-up job.
@@ -10,11 +11,16 @@ Used by the web health page and by the health roll-up job.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from sqlalchemy import Engine
 
 from common.db import ping
@@ -54,6 +60,57 @@ def write_heartbeat(client: redis.Redis, keys: Keys, component: str, instance: s
     pipe.hset(key, mapping=mapping)
     pipe.pexpire(key, int(ttl * 1000))
     pipe.execute()
+
+
+class Heartbeat:
+    """A process's heartbeat hash: rewritten whole every ``interval`` seconds, and at once
+    after ``changed()`` (a connection came up or went down, a model loaded), so the health
+    page shows a change when it happens rather than up to one interval later. It expires
+    after three missed intervals and is deleted when ``run`` ends."""
+
+    def __init__(self, client: aioredis.Redis, key: str, interval: float,
+                 fields: Callable[[], Awaitable[dict[str, str]]]) -> None:
+        self.client = client
+        self.key = key
+        self.interval = interval
+        self.fields = fields
+        self._changed = asyncio.Event()
+
+    def changed(self) -> None:
+        """Write the heartbeat now (from the event loop's thread)."""
+        self._changed.set()
+
+    async def write(self) -> None:
+        fields: dict[Any, Any] = {**await self.fields(), "updated_at": f"{time.time():.3f}"}
+        try:
+            async with self.client.pipeline() as pipe:
+                pipe.delete(self.key)
+                pipe.hset(self.key, mapping=fields)
+                pipe.pexpire(self.key, int(self.interval * 3000))
+                await pipe.execute()
+        except RedisError as exc:
+            logging.getLogger(__name__).warning("heartbeat not written (Redis: %s)", exc)
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Write until ``stop`` is set (or the task is cancelled), then delete the hash."""
+        stop = stop or asyncio.Event()
+        try:
+            while not stop.is_set():
+                self._changed.clear()  # a change from here on is written next round
+                await self.write()
+                waits = [asyncio.ensure_future(self._changed.wait()),
+                         asyncio.ensure_future(stop.wait())]
+                try:
+                    await asyncio.wait(waits, timeout=self.interval,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waits:
+                        waiter.cancel()
+        finally:
+            try:
+                await self.client.delete(self.key)
+            except (RedisError, RuntimeError):
+                pass  # Redis gone or the loop closing: the hash expires on its own
 
 
 def _text(value: bytes | str) -> str:

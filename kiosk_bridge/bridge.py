@@ -29,6 +29,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from redis.exceptions import RedisError
 
 from common.events import EventError, decode
+from common.health import Heartbeat
 from common.keys import Keys
 from common.kiosk import (
     KioskBridgeReply,
@@ -84,6 +85,8 @@ class Bridge:
         self.keys = Keys(settings.redis.prefix)
         self.kkeys = KioskKeys(self.keys)
         self.redis = aioredis.Redis.from_url(settings.redis.url)
+        self.heartbeat = Heartbeat(self.redis, self.keys.health("kiosk_bridge", self.instance),
+                                   settings.ari.heartbeat_interval, self._health_fields)
         self.sync_redis = redis.Redis.from_url(settings.redis.url)
         self.sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -109,7 +112,7 @@ class Bridge:
         await asyncio.to_thread(self._db)
         loops = [asyncio.create_task(self._requests(), name="requests"),
                  asyncio.create_task(self._events(), name="events"),
-                 asyncio.create_task(self._heartbeat(stop), name="heartbeat")]
+                 asyncio.create_task(self.heartbeat.run(stop), name="heartbeat")]
         await stop.wait()
         for task in loops:
             task.cancel()
@@ -213,30 +216,8 @@ class Bridge:
             rule = "call_end" if event.reason in ("operator_hangup", "ended") else event.reason
             await self.close(session, rule or "call_end", tell_ari=False)
 
-    async def _heartbeat(self, stop: asyncio.Event) -> None:
-        key = self.keys.health("kiosk_bridge", self.instance)
-        interval = self.settings.ari.heartbeat_interval
-        try:
-            while not stop.is_set():
-                fields: dict[Any, Any] = {"sessions": str(len(self.sessions)),
-                                          "pid": str(os.getpid()),
-                                          "updated_at": f"{time.time():.3f}"}
-                try:
-                    async with self.redis.pipeline() as pipe:
-                        pipe.hset(key, mapping=fields)
-                        pipe.pexpire(key, int(interval * 3000))
-                        await pipe.execute()
-                except RedisError as exc:
-                    logger.warning("heartbeat not written (Redis: %s)", exc)
-                try:
-                    await asyncio.wait_for(stop.wait(), interval)
-                except TimeoutError:
-                    pass
-        finally:
-            try:
-                await self.redis.delete(key)
-            except RedisError:
-                pass
+    async def _health_fields(self) -> dict[str, str]:
+        return {"sessions": str(len(self.sessions)), "pid": str(os.getpid())}
 
     # --------------------------------------------------------------- sessions
 

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from common.bus import apublish
 from common.console_events import suggestions_key, transcript_key
+from common.health import Heartbeat
 from common.keys import Keys
 from common.masking import join_japanese_words, mask_personal_data
 from common.settings import Settings
@@ -78,6 +79,8 @@ class TranscriberService:
         self.keys = Keys(settings.redis.prefix)
         self.instance = instance or f"{socket.gethostname()}-{os.getpid()}"
         self.redis = aioredis.Redis.from_url(settings.redis.url)
+        self.heartbeat = Heartbeat(self.redis, self.keys.health(COMPONENT, self.instance),
+                                   settings.ari.heartbeat_interval, self._health_fields)
         self.model_loader = model_loader
         self.searcher_factory = searcher_factory or self._default_searcher
         self.engine: Engine | None = None
@@ -103,7 +106,7 @@ class TranscriberService:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
-        self._tasks.append(asyncio.create_task(self._heartbeat(stop), name="heartbeat"))
+        self._tasks.append(asyncio.create_task(self.heartbeat.run(stop), name="heartbeat"))
         await self._start_model(stop)
         if self.engine is not None:
             transport, _ = await self._loop.create_datagram_endpoint(
@@ -116,6 +119,7 @@ class TranscriberService:
                 asyncio.create_task(self._saver(), name="saver"),
             ]
             self.state, self.detail = "up", "ready"
+            self.heartbeat.changed()
             logger.info("transcriber ready: RTP on %s:%d, %d recognizer thread(s)",
                         self.cfg.rtp_bind, self.cfg.rtp_port, self.cfg.workers)
             searcher = await asyncio.to_thread(self._make_searcher)
@@ -133,6 +137,7 @@ class TranscriberService:
                     logger.error("transcription unavailable: %s", exc)
                 self.state, self.detail = "unavailable", str(exc)
                 self.problem, self.problem_path = exc.problem, exc.path
+                self.heartbeat.changed()
                 try:
                     await asyncio.wait_for(stop.wait(), 30)
                 except TimeoutError:
@@ -433,23 +438,8 @@ class TranscriberService:
                 "rtp_port": str(self.cfg.rtp_port), "streams": str(len(self.streams)),
                 "rtf": f"{rtf:.3f}", "pid": str(os.getpid())}
 
-    async def _heartbeat(self, stop: asyncio.Event) -> None:
-        key = self.keys.health(COMPONENT, self.instance)
-        interval = self.settings.ari.heartbeat_interval
-        while not stop.is_set():
-            fields: dict[Any, Any] = {**self.health_fields(), "updated_at": f"{time.time():.3f}"}
-            try:
-                async with self.redis.pipeline() as pipe:
-                    pipe.delete(key)
-                    pipe.hset(key, mapping=fields)
-                    pipe.pexpire(key, int(interval * 3000))
-                    await pipe.execute()
-            except RedisError as exc:
-                logger.warning("heartbeat not written (Redis: %s)", exc)
-            try:
-                await asyncio.wait_for(stop.wait(), interval)
-            except TimeoutError:
-                pass
+    async def _health_fields(self) -> dict[str, str]:
+        return self.health_fields()
 
 
 __all__ = ["TranscriberService", "clean_text"]
