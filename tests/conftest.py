@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
 
@@ -87,8 +88,6 @@ def redis_url(redis_server: str) -> Iterator[str]:
 
 def _postgres_available() -> bool:
     try:
-        import psycopg
-
         with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
             return True
     except Exception:  # noqa: BLE001
@@ -100,8 +99,6 @@ def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database for the session (dropped afterwards)."""
     if not _postgres_available():
         pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL} (set MADOGUCHI_TEST_PG)")
-    import psycopg
-
     name = f"mado_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -111,28 +108,63 @@ def postgres_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+#: The SQL engines the suite runs on. Data-layer tests run on both; an integration module
+#: names the one it runs on with ``pytest.mark.engine(...)`` (docs/testing.md, "Matrix").
+ENGINES = ("sqlite", "postgresql")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--engines", default="marked", metavar="LIST",
+        help="SQL engines for tests that use a database: 'marked' (default: both, or the "
+             "module's pytest.mark.engine), or a comma-separated list of "
+             f"{', '.join(ENGINES)} to run every such test on each (the full PostgreSQL "
+             "pass: --engines=postgresql)")
+
+
+def selected_engines(config: pytest.Config, marker: pytest.Mark | None) -> tuple[str, ...]:
+    """The engines a test that uses ``db_url`` runs on."""
+    chosen = str(config.getoption("--engines"))
+    if chosen != "marked":
+        engines = tuple(e.strip() for e in chosen.split(",") if e.strip())
+    elif marker is not None:
+        engines = tuple(marker.args)
+    else:
+        engines = ENGINES
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown or not engines:
+        raise pytest.UsageError(
+            f"unknown SQL engine {unknown or chosen!r}: use {' or '.join(ENGINES)}")
+    return engines
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run each test that needs ``db_url`` once per selected engine (ids [sqlite],
+    [postgresql])."""
+    if "db_url" not in metafunc.fixturenames:
+        return
+    engines = selected_engines(metafunc.config, metafunc.definition.get_closest_marker("engine"))
+    metafunc.parametrize(
+        "db_url",
+        [pytest.param(e, id=e, marks=[pytest.mark.postgres] if e == "postgresql" else [])
+         for e in engines],
+        indirect=True)
+
+
+@pytest.fixture
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database: a SQLite file, then a PostgreSQL database (both real)."""
+    """An empty database of the engine in ``request.param``: a SQLite file or a
+    PostgreSQL database (both real)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'test.sqlite3'}"
         return
     url: str = request.getfixturevalue("postgres_url")
-    from sqlalchemy import text
-
-    from common.db import Base, make_engine
-
-    engine = make_engine(url)
-    import common.models  # noqa: F401
-
-    Base.metadata.drop_all(engine)
-    with engine.begin() as conn:
-        conn.execute(text("SELECT 1"))
-    engine.dispose()
+    # one statement empties the session's database (tables, sequences, types); the next
+    # test empties it again and the session drops the database at its end
+    with psycopg.connect(url.replace("+psycopg", "", 1), autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
     yield url
-    engine = make_engine(url)
-    Base.metadata.drop_all(engine)
-    engine.dispose()
 
 
 @pytest.fixture

@@ -86,22 +86,78 @@ def call_settings(asterisk: AsteriskInstance, settings: Settings) -> Settings:
                              database={"url": settings.database_url})
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every integration module runs on one SQL engine it names (docs/testing.md,
+    "Matrix"): the call flows are the same on both, and both engines still see each
+    path because the modules that share a path name different engines."""
+    if config.getoption("--engines") != "marked":
+        return
+    here = Path(__file__).resolve().parent
+    unmarked = sorted({item.nodeid.split("::")[0] for item in items
+                       if Path(str(item.fspath)).resolve().parent == here
+                       and "db_url" in getattr(item, "fixturenames", ())
+                       and len(getattr(item.get_closest_marker("engine"), "args", ())) != 1})
+    if unmarked:
+        raise pytest.UsageError(
+            "integration modules must name the one SQL engine they run on, e.g. "
+            "pytestmark = [pytest.mark.asterisk, pytest.mark.engine(\"postgresql\")]: "
+            + ", ".join(unmarked))
+
+
 @pytest.fixture(autouse=True)
 def _reset_asterisk(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Hang up whatever a test left behind (wazo's reset_ari())."""
+    """After each test on the shared Asterisk: hang up every channel, destroy every bridge,
+    remove the operators a test logged in (wazo's reset_ari()); then check that Asterisk
+    is really empty, and fail loudly naming what was left, so no test starts on another's
+    leftovers."""
     yield
-    if "asterisk" in request.fixturenames:
-        instance: AsteriskInstance = request.getfixturevalue("asterisk")
-        if instance.running():
-            instance.cli("channel request hangup all")
-            # bridges a killed controller could not destroy (Asterisk keeps empty ones)
-            _destroy_bridges(instance.settings)
-            # operators logged in by a test leave the queues too
-            for queue in (svc.queue for svc in instance.settings.services):
-                for line in instance.cli(f"queue show {queue}").splitlines():
-                    found = re.search(r"\((PJSIP/[^)\s]+)\)", line)
-                    if found and "dynamic" in line:
-                        instance.cli(f"queue remove member {found.group(1)} from {queue}")
+    if "asterisk" not in request.fixturenames:
+        return
+    instance: AsteriskInstance = request.getfixturevalue("asterisk")
+    if not instance.running():
+        return
+    instance.cli("channel request hangup all")
+    # bridges a killed controller could not destroy (Asterisk keeps empty ones)
+    _destroy_bridges(instance.settings)
+    queues = [svc.queue for svc in instance.settings.services]
+    for queue in queues:
+        for member in _dynamic_members(instance, queue):
+            instance.cli(f"queue remove member {member} from {queue}")
+    try:
+        wait_until(lambda: not _leftovers(instance, queues), 15,
+                   "Asterisk is not empty after the test's reset")
+    except AssertionError as exc:
+        pytest.fail(f"{exc}: {_leftovers(instance, queues)}")
+
+
+def _dynamic_members(instance: AsteriskInstance, queue: str) -> list[str]:
+    members = []
+    for line in instance.cli(f"queue show {queue}").splitlines():
+        found = re.search(r"\((PJSIP/[^)\s]+)\)", line)
+        if found and "dynamic" in line:
+            members.append(found.group(1))
+    return members
+
+
+def _leftovers(instance: AsteriskInstance, queues: list[str]) -> dict[str, object]:
+    """What is still in Asterisk: channels, bridges (ARI) and dynamic queue members."""
+    import httpx
+
+    left: dict[str, object] = {}
+    channels = [ln.split("!")[0] for ln in
+                instance.cli("core show channels concise").splitlines() if "!" in ln]
+    if channels:
+        left["channels"] = channels
+    ast = instance.settings.asterisk
+    bridges = httpx.get(f"{ast.ari_url}/bridges", auth=(ast.ari_user, ast.ari_password),
+                        timeout=5).json()
+    if bridges:
+        left["bridges"] = [b["id"] for b in bridges]
+        _destroy_bridges(instance.settings)  # one a hang-up left behind just now
+    members = {q: m for q in queues if (m := _dynamic_members(instance, q))}
+    if members:
+        left["queue members"] = members
+    return left
 
 
 #: SIPp processes a test started in the background; reaped after every test, so one

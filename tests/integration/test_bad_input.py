@@ -26,7 +26,7 @@ from tests.conftest import wait_until
 from tests.integration.conftest import Processes, ari_app_heartbeat, run_sipp
 from tests.integration.rtp import RtpListener
 
-pytestmark = pytest.mark.asterisk
+pytestmark = [pytest.mark.asterisk, pytest.mark.engine("postgresql")]
 
 DID = "0312345678"
 

@@ -20,7 +20,7 @@ from tests.integration.conftest import Proc, Processes, run_sipp, send, start_ph
 from tests.integration.test_queue import calls, members
 from tests.integration.test_resilience import start_controller
 
-pytestmark = pytest.mark.asterisk
+pytestmark = [pytest.mark.asterisk, pytest.mark.engine("postgresql")]
 
 DID = "0312345678"
 

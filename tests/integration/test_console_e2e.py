@@ -38,7 +38,7 @@ from tests.conftest import free_port, wait_until
 from tests.integration.conftest import Phones, Proc, Processes, run_sipp, start_phones
 from web import accounts
 
-pytestmark = [pytest.mark.asterisk, pytest.mark.browser]
+pytestmark = [pytest.mark.asterisk, pytest.mark.browser, pytest.mark.engine("sqlite")]
 
 DID = "0312345678"
 CALLER_NUMBER = "0901234567"

@@ -25,7 +25,7 @@ from tests.integration.conftest import (
 from tests.integration.rtp import RtpListener
 from tests.integration.test_first_call import timeline
 
-pytestmark = pytest.mark.asterisk
+pytestmark = [pytest.mark.asterisk, pytest.mark.engine("sqlite")]
 
 DID = "0312345678"
 JST = ZoneInfo("Asia/Tokyo")

@@ -52,15 +52,11 @@ operators = e2e.operators
 operator_media = e2e.operator_media
 browser = e2e.browser
 
-pytestmark = [pytest.mark.asterisk, pytest.mark.browser, pytest.mark.pcsc]
+pytestmark = [
+    pytest.mark.asterisk, pytest.mark.browser, pytest.mark.pcsc, pytest.mark.engine("sqlite"),
+]
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    """SQLite only: the card flow's rows are tested on both databases in tests/web."""
-    return f"sqlite:///{tmp_path / 'test.sqlite3'}"
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ command API, callers from SIPp, app_queue doing the ACD, timelines from AMI even
 from __future__ import annotations
 
 import json
+import re
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from stack.asterisk import AsteriskInstance
 from tests.conftest import wait_until
 from tests.integration.conftest import Phones, Proc, run_sipp, send, start_phones
 
-pytestmark = pytest.mark.asterisk
+pytestmark = [pytest.mark.asterisk, pytest.mark.engine("postgresql")]
 
 DID = "0312345678"
 OPERATORS = [f"op0{n}" for n in range(1, 8)]
@@ -35,6 +35,13 @@ def members(settings: Settings, queue: str = "citizens") -> dict[str, dict]:  # 
         return {k: json.loads(v) for k, v in raw.items()}  # type: ignore[union-attr]
     finally:
         client.close()
+
+
+def waiting(asterisk: AsteriskInstance, queue: str = "citizens") -> int:
+    """Callers waiting in the queue, as app_queue counts them ("citizens has 1 call")."""
+    found = re.search(r" has (\d+) calls?", asterisk.cli(f"queue show {queue}"))
+    assert found, asterisk.cli(f"queue show {queue}")
+    return int(found.group(1))
 
 
 def calls(settings: Settings) -> list[Call]:
@@ -167,7 +174,9 @@ def test_abandoned_caller_is_recorded_with_position(
     first = run_sipp(call_settings, "uac_hangup.xml", DID, tmp_path / "first",
                      duration_ms=9000, keys={"caller": "0902222222", "rtp_port": "4002"},
                      background=True)
-    time.sleep(0.5)
+    # the first waiting caller holds position 1 before the quitter arrives
+    wait_until(lambda: waiting(asterisk) == 1, 15,
+               f"first caller not waiting: {asterisk.cli('queue show citizens')}")
     quitter = run_sipp(call_settings, "uac_hangup.xml", DID, tmp_path / "quitter",
                        duration_ms=4000, keys={"caller": "0903333333", "rtp_port": "4004"})
     assert quitter.returncode == 0, quitter.stdout

@@ -24,7 +24,7 @@ from tests.integration.conftest import (
 )
 from tests.integration.test_queue import calls, members
 
-pytestmark = pytest.mark.asterisk
+pytestmark = [pytest.mark.asterisk, pytest.mark.engine("sqlite")]
 
 DID = "0312345678"
 

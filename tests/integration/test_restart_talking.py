@@ -27,18 +27,12 @@ from tests.integration.test_transfer import ari, transfer_results
 from tests.transcription import conftest as tx_fixtures
 from tests.transcription.test_transcriber import start as start_transcriber
 
-pytestmark = pytest.mark.asterisk
+pytestmark = [pytest.mark.asterisk, pytest.mark.engine("sqlite")]
 
 # fixtures of the transcription tests
 test_model = tx_fixtures.test_model
 tx_settings = tt.tx_settings
 speaking = tt.speaking
-
-
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    """SQLite only: the timeline's SQL is tested on both databases elsewhere."""
-    return f"sqlite:///{tmp_path / 'test.sqlite3'}"
 
 
 @pytest.fixture

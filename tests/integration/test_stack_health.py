@@ -21,7 +21,7 @@ from tests.transcription.conftest import transcription_settings
 from web import create_app
 from web.db import resources
 
-pytestmark = pytest.mark.asterisk
+pytestmark = [pytest.mark.asterisk, pytest.mark.engine("postgresql")]
 
 test_model = tx_fixtures.test_model  # the fixture of tests/transcription (model copy)
 

@@ -15,7 +15,7 @@ from tests.integration.conftest import Proc, send, start_phones
 from tests.integration.test_queue import calls, members
 from tests.integration.test_transfer import ari, assert_nothing_left, connected_call
 
-pytestmark = pytest.mark.asterisk
+pytestmark = [pytest.mark.asterisk, pytest.mark.engine("sqlite")]
 
 
 @pytest.mark.parametrize("mode", ["listen", "barge"])

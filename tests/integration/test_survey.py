@@ -14,7 +14,7 @@ from tests.conftest import wait_until
 from tests.integration.conftest import Proc, run_sipp, send, start_phones
 from tests.integration.test_queue import calls, members
 
-pytestmark = pytest.mark.asterisk
+pytestmark = [pytest.mark.asterisk, pytest.mark.engine("sqlite")]
 
 
 def test_caller_scores_the_call_after_the_operator_hangs_up(

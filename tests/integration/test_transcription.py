@@ -45,7 +45,7 @@ from tests.transcription.speech import CALLER_LINES, OPERATOR_LINES, conversatio
 from tests.transcription.test_transcriber import segments
 from tests.transcription.test_transcriber import start as start_transcriber
 
-pytestmark = pytest.mark.asterisk
+pytestmark = [pytest.mark.asterisk, pytest.mark.engine("sqlite")]
 
 test_model = tx_fixtures.test_model  # the fixture of tests/transcription (model copy)
 

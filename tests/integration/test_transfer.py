@@ -34,7 +34,7 @@ from tests.integration.conftest import (
 from tests.integration.test_first_call import events_of
 from tests.integration.test_queue import calls, members
 
-pytestmark = pytest.mark.asterisk
+pytestmark = [pytest.mark.asterisk, pytest.mark.engine("postgresql")]
 
 DID = "0312345678"
 
