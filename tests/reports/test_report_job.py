@@ -66,7 +66,7 @@ def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 def test_monthly_report_end_to_end(env: Settings, month: sessionmaker[Session],
-                                   artifacts_dir: Path) -> None:
+                                   artifacts_dir: Path, tmp_path: Path) -> None:
     add_faq_and_health(month)
     ids = jobs.monthly_reports(today="2026-11-01")
     assert len(ids) == 1
@@ -103,9 +103,12 @@ def test_monthly_report_end_to_end(env: Settings, month: sessionmaker[Session],
     html = (folder / files["html"]).read_text(encoding="utf-8")
     assert "<svg" in html and "<script" not in html
     if shutil.which("pdftoppm"):
+        # this run's own page image (tests run in parallel: nothing shared is looked at)
         subprocess.run(["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", str(pdf),
-                        str(artifacts_dir / "report-monthly")], check=True)
-        assert list(artifacts_dir.glob("report-monthly*.png"))
+                        str(tmp_path / "report-monthly")], check=True)
+        (page,) = tmp_path.glob("report-monthly*.png")
+        assert page.stat().st_size > 1000, "the PDF's first page rendered empty"
+        shutil.copy(page, artifacts_dir / f"report-monthly-{env.database_url.split(':')[0]}.png")
 
 
 def test_failed_generation_is_recorded(env: Settings, factory: sessionmaker[Session],

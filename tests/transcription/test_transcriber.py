@@ -116,7 +116,7 @@ def segments(client: redis.Redis, keys: Keys, call_id: str) -> list[dict[str, st
 
 def test_partials_and_finals_for_both_speakers_in_order_stored_masked(
         procs: Processes, tx_settings: Settings) -> None:
-    start(procs, tx_settings)
+    proc = start(procs, tx_settings)
     keys = Keys(tx_settings.redis.prefix)
     client = redis.Redis.from_url(tx_settings.redis.url)
     call_id = "call-tx-1"
@@ -136,8 +136,11 @@ def test_partials_and_finals_for_both_speakers_in_order_stored_masked(
     for s in (caller, operator):
         client.hdel(streams_key(keys), s.source)
         client.publish(control_key(keys), json.dumps({"op": "stop", "source": s.source}))
-    # the open utterances are finished after the stop
-    time.sleep(1.0)
+    # the open utterances are finished after the stop: the transcriber logs each stream's
+    # last words out ("stream ... done")
+    wait_until(lambda: all(f"{call_id} {s.info.speaker}: stream {s.source} done" in proc.output()
+                           for s in (caller, operator)), 15,
+               "the streams' last words were not finished after the stop")
     got = segments(client, keys, call_id) or []
     for speaker, lead in (("caller", 1.0), ("operator", 4.0)):
         mine = [s for s in got if s["speaker"] == speaker]
@@ -245,6 +248,6 @@ def test_missing_or_wrong_model_is_reported_not_fatal(procs: Processes, settings
     assert not tx.ok
     assert tx.detail.startswith(health.format(tmp=tmp_path)), tx.detail
     assert "Fix: set transcription.model_path to an unpacked Vosk model folder" in tx.detail
-    time.sleep(1.0)
+    time.sleep(1.0)  # a window in which nothing may happen: no event marks its end
     assert proc.alive()
     assert proc.output().count("transcription unavailable") == 1
