@@ -24,9 +24,14 @@ fi
 PARALLEL=(tests/unit tests/web tests/faq tests/reports)
 ignore=()
 for folder in "${PARALLEL[@]}"; do ignore+=("--ignore=$folder"); done
+# JUnit reports of both passes: `scripts/durations.py test-artifacts/junit-*.xml`
+reports=test-artifacts
+mkdir -p "$reports"
 status=0
-.venv/bin/python -m pytest -n auto "${PARALLEL[@]}" || status=$?
+.venv/bin/python -m pytest -n auto --junitxml="$reports/junit-parallel.xml" \
+  "${PARALLEL[@]}" || status=$?
 echo "make test: pass 1 (parallel) done at $(( $(date +%s) - start )) s"
-.venv/bin/python -m pytest -p no:xdist tests "${ignore[@]}" || status=$?
+.venv/bin/python -m pytest -p no:xdist --junitxml="$reports/junit-serial.xml" \
+  tests "${ignore[@]}" || status=$?
 echo "make test: $(( $(date +%s) - start )) s"
 exit "$status"
