@@ -37,6 +37,11 @@ from tests.transcription.conftest import transcription_settings
 from tests.transcription.speech import CALLER_LINES, OPERATOR_LINES, conversation
 from transcriber import rtp
 
+# The transcriber process as a whole (RTP in, segments out, the masked rows stored): one
+# engine; the stored segments' SQL runs on both in test_retention.py, and the same flow
+# on a real call runs on SQLite in tests/integration/test_transcription.py.
+pytestmark = pytest.mark.engine("postgresql")
+
 
 @pytest.fixture
 def procs(tmp_path: Path) -> Iterator[Processes]:
