@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -123,9 +124,15 @@ def _reset_asterisk(request: pytest.FixtureRequest) -> Iterator[None]:
     for queue in queues:
         for member in _dynamic_members(instance, queue):
             instance.cli(f"queue remove member {member} from {queue}")
+
+    def emptied() -> bool:
+        left = _leftovers(instance, queues)
+        if "bridges" in left:  # one a late hang-up left behind just now
+            _destroy_bridges(instance.settings)
+        return not left
+
     try:
-        wait_until(lambda: not _leftovers(instance, queues), 15,
-                   "Asterisk is not empty after the test's reset")
+        wait_until(emptied, 15, "Asterisk is not empty after the test's reset")
     except AssertionError as exc:
         pytest.fail(f"{exc}: {_leftovers(instance, queues)}")
 
@@ -141,8 +148,6 @@ def _dynamic_members(instance: AsteriskInstance, queue: str) -> list[str]:
 
 def _leftovers(instance: AsteriskInstance, queues: list[str]) -> dict[str, object]:
     """What is still in Asterisk: channels, bridges (ARI) and dynamic queue members."""
-    import httpx
-
     left: dict[str, object] = {}
     channels = [ln.split("!")[0] for ln in
                 instance.cli("core show channels concise").splitlines() if "!" in ln]
@@ -153,7 +158,6 @@ def _leftovers(instance: AsteriskInstance, queues: list[str]) -> dict[str, objec
                         timeout=5).json()
     if bridges:
         left["bridges"] = [b["id"] for b in bridges]
-        _destroy_bridges(instance.settings)  # one a hang-up left behind just now
     members = {q: m for q in queues if (m := _dynamic_members(instance, q))}
     if members:
         left["queue members"] = members
@@ -176,8 +180,6 @@ def _reap_background_sipp() -> Iterator[None]:
 
 
 def _destroy_bridges(settings: Settings) -> None:
-    import httpx
-
     ast = settings.asterisk
     auth = (ast.ari_user, ast.ari_password)
     try:
