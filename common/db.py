@@ -97,8 +97,12 @@ def _add_missing_columns(engine: Engine) -> None:
     from sqlalchemy import inspect
 
     inspector = inspect(engine)
+    # one catalogue query for every table (not one per table): this runs at every start
+    found = inspector.get_multi_columns(
+        filter_names=[t.name for t in Base.metadata.sorted_tables])
+    columns = {name: {c["name"] for c in cols} for (_schema, name), cols in found.items()}
     for table in Base.metadata.sorted_tables:
-        existing = {c["name"] for c in inspector.get_columns(table.name)}
+        existing = columns.get(table.name, set())
         for column in table.columns:
             if column.name in existing:
                 continue
