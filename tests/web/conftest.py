@@ -3,7 +3,9 @@
 ``app`` is built by ``create_app`` exactly as in production, with ``TESTING`` on and a
 second tenant configured; CSRF stays enforced, so tests post the token the way a browser
 does. Password hashing uses cheaper argon2 parameters to keep the suite fast (one test
-checks the production parameters).
+checks the production parameters). Every app of the session shares one in-memory cache of
+compiled templates (keyed by each template's source checksum, as Jinja's own caches are),
+so each template is compiled once per worker, not once per test.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from jinja2.bccache import Bucket, BytecodeCache
 
 from common.health import write_heartbeat
 from common.keys import Keys
@@ -28,6 +31,26 @@ from web.db import resources
 CSRF_RE = re.compile(r'name="csrf-token" content="([^"]+)"|name="csrf_token" value="([^"]+)"')
 PASSWORD = "correct-horse-battery-7"
 FAST_ARGON2 = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
+
+
+
+class MemoryBytecodeCache(BytecodeCache):
+    """Compiled templates kept in this process (a bucket whose source changed is
+    recompiled: Jinja checks the checksum on load)."""
+
+    def __init__(self) -> None:
+        self._store: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        data = self._store.get(bucket.key)
+        if data is not None:
+            bucket.bytecode_from_string(data)
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        self._store[bucket.key] = bucket.bytecode_to_string()
+
+
+TEMPLATE_CACHE = MemoryBytecodeCache()
 
 # common/health.py reads rq's deprecated ``Worker.state`` (reported to its owner).
 RQ_STATE_DEPRECATION = "ignore:worker.state is deprecated:DeprecationWarning"
@@ -49,6 +72,7 @@ def web_settings(settings: Settings) -> Settings:
 def app(web_settings: Settings) -> Iterator[Flask]:
     app = create_app({"TESTING": True, "ARGON2_PARAMETERS": FAST_ARGON2},
                      settings=web_settings)
+    app.jinja_env.bytecode_cache = TEMPLATE_CACHE
     yield app
     res = resources(app)
     res.session.remove()
