@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -167,6 +168,8 @@ def _leftovers(instance: AsteriskInstance, queues: list[str]) -> dict[str, objec
 #: SIPp processes a test started in the background; reaped after every test, so one
 #: that failed before waiting for its callers leaves none running into the next test.
 _BACKGROUND: list[subprocess.Popen[str]] = []
+# where each background SIPp listens for SIP (pid -> address, port), for hang_up
+_SIGNALLING: dict[int, tuple[str, int]] = {}
 
 
 @pytest.fixture(autouse=True)
@@ -174,6 +177,7 @@ def _reap_background_sipp() -> Iterator[None]:
     yield
     while _BACKGROUND:
         proc = _BACKGROUND.pop()
+        _SIGNALLING.pop(proc.pid, None)
         if proc.poll() is None:
             proc.kill()
         proc.wait(10)
@@ -293,10 +297,21 @@ def run_sipp(settings: Settings, scenario: str, service: str, workdir: Path, *,
              timeout: float = 60.0, local_ip: str = CALLER_IP,
              duration_ms: int | None = None,
              background: bool = False) -> SippResult | subprocess.Popen[str]:
-    """Run a SIPp scenario from tests/sipp against the test Asterisk."""
-    port = free_port(__import__("socket").SOCK_DGRAM)
-    media = free_port(__import__("socket").SOCK_DGRAM)
-    cmd = ["sipp", f"127.0.0.1:{settings.asterisk.sip_port}", "-sf", str(SIPP_DIR / scenario),
+    """Run a SIPp scenario from tests/sipp against the test Asterisk.
+
+    A scenario that holds the call for ``[hold_ms]`` (uac_hangup_on_cue.xml) holds it for
+    ``duration_ms`` or until ``hang_up`` cues it."""
+    port = free_port(socket.SOCK_DGRAM)
+    media = free_port(socket.SOCK_DGRAM)
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = SIPP_DIR / scenario
+    text = path.read_text()
+    if "[hold_ms]" in text:
+        if duration_ms is None:
+            raise ValueError(f"{scenario} holds the call for [hold_ms]: give duration_ms")
+        path = workdir / f"{path.stem}.{port}.xml"
+        path.write_text(text.replace("[hold_ms]", str(duration_ms)))
+    cmd = ["sipp", f"127.0.0.1:{settings.asterisk.sip_port}", "-sf", str(path),
            "-s", service, "-i", local_ip, "-mi", local_ip, "-p", str(port), "-mp", str(media),
            "-m", str(calls), "-r", str(rate), "-l", str(max(calls, 1)),
            "-timeout", f"{int(timeout)}s", "-timeout_error", "-nostdin",
@@ -306,7 +321,6 @@ def run_sipp(settings: Settings, scenario: str, service: str, workdir: Path, *,
         cmd += ["-d", str(duration_ms)]
     for key, value in (keys or {}).items():
         cmd += ["-key", key, value]
-    workdir.mkdir(parents=True, exist_ok=True)
     if background:
         # SIPp redraws its screen continuously: send it to a file, never to a pipe
         # nobody reads (a full pipe would block SIPp).
@@ -314,10 +328,30 @@ def run_sipp(settings: Settings, scenario: str, service: str, workdir: Path, *,
             proc = subprocess.Popen(cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
                                     text=True)
         _BACKGROUND.append(proc)
+        _SIGNALLING[proc.pid] = (local_ip, port)
         return proc
     out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout + 30)
     return SippResult(out.returncode, out.stdout + out.stderr,
                       parse_sipp_stats(workdir / f"{scenario}.stat.csv"))
+
+
+def hang_up(caller: subprocess.Popen[str]) -> None:
+    """Cue a background caller of uac_hangup_on_cue.xml (its first call) to hang up now,
+    as a citizen puts the phone down: a SIP INFO on the caller's dialog, after which the
+    caller sends its BYE. The cue is not answered (the scenario's own signal), so the
+    test sees it work by the caller ending: ``caller.wait(...) == 0``."""
+    ip, port = _SIGNALLING[caller.pid]
+    call_id = f"1-{caller.pid}@{ip}"  # SIPp's Call-ID of call 1: [call_number]-[pid]@[local_ip]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((ip, 0))
+        here = sock.getsockname()
+        info = (f"INFO sip:caller@{ip}:{port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {here[0]}:{here[1]};branch=z9hG4bK-cue-{caller.pid}\r\n"
+                f"From: <sip:test@{here[0]}:{here[1]}>;tag=cue\r\n"
+                f"To: <sip:caller@{ip}:{port}>\r\n"
+                f"Call-ID: {call_id}\r\nCSeq: 1 INFO\r\nMax-Forwards: 70\r\n"
+                "Content-Length: 0\r\n\r\n")
+        sock.sendto(info.encode(), (ip, port))
 
 
 def parse_sipp_stats(path: Path) -> dict[str, int]:

@@ -35,7 +35,7 @@ from common.keys import Keys
 from common.models.calls import Call
 from common.settings import Settings, settings_override
 from tests.conftest import free_port, wait_until
-from tests.integration.conftest import Phones, Proc, Processes, run_sipp, start_phones
+from tests.integration.conftest import Phones, Proc, Processes, hang_up, run_sipp, start_phones
 from web import accounts
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.browser, pytest.mark.engine("sqlite")]
@@ -189,7 +189,7 @@ def test_operator_staff_and_supervisor_consoles(
                "the staff page's event stream did not open")
 
     # a citizen calls; the operator's phone answers; the case card opens
-    caller = run_sipp(settings, "uac_hangup.xml", DID, tmp_path / "caller",
+    caller = run_sipp(settings, "uac_hangup_on_cue.xml", DID, tmp_path / "caller",
                       duration_ms=45000, background=True,
                       keys={"caller": CALLER_NUMBER, "rtp_port": "4000"})
     assert isinstance(caller, subprocess.Popen)
@@ -249,6 +249,7 @@ def test_operator_staff_and_supervisor_consoles(
         operator.fill("#case-card textarea[name=notes]", "戸籍係へ引き継ぎ")
         operator.click("#btn-wrapup")
         operator.wait_for_selector("#live-status:has-text('保存しました')", timeout=5000)
+        hang_up(caller)  # the citizen puts the phone down
         assert caller.wait(90) == 0
     finally:
         if caller.poll() is None:

@@ -20,7 +20,14 @@ from common.transcription import streams_key
 from stack.asterisk import AsteriskInstance
 from tests.conftest import wait_until
 from tests.integration import test_transcription as tt
-from tests.integration.conftest import SIPP_DIR, Phones, Processes, send, start_phones
+from tests.integration.conftest import (
+    SIPP_DIR,
+    Phones,
+    Processes,
+    hang_up,
+    send,
+    start_phones,
+)
 from tests.integration.test_resilience import start_controller
 from tests.integration.test_transcription import login, media_channels, place_call
 from tests.integration.test_transfer import ari, transfer_results
@@ -73,6 +80,7 @@ def test_a_talking_call_is_transferred_after_a_controller_restart(
     wait_until(lambda: "answered" in transfer_results(tx_settings, call_id), 20,
                f"staff never connected: {transfer_results(tx_settings, call_id)}\n"
                f"{second.output()[-3000:]}")
+    hang_up(caller)
     assert caller.wait(60) == 0
 
     # the hang-up releases what the first controller had made
@@ -198,6 +206,7 @@ def test_a_ringing_transfer_goes_on_after_a_controller_restart(
             assert len(bridged) == 1 and any(
                 "op01" in c["name"] for c in ari(tx_settings, "/channels")
                 if c["id"] in bridged[0]["channels"]), bridged
+        hang_up(caller)
         assert caller.wait(60) == 0
         wait_until(lambda: not ari(tx_settings, "/channels"), 20,
                    f"channels left: {ari(tx_settings, '/channels')}")

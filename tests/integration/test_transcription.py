@@ -34,6 +34,7 @@ from tests.integration.conftest import (
     Proc,
     Processes,
     ari_app_heartbeat,
+    hang_up,
     run_sipp,
     send,
     start_phones,
@@ -99,10 +100,11 @@ def scenarios(tmp_path: Path) -> tuple[str, str]:
     caller_pcap = write_pcap(conversation(CALLER_LINES * 3, 0.5, 1.5), tmp_path / "caller.pcap")
     operator_pcap = write_pcap(conversation(OPERATOR_LINES * 2, 1.0, 2.5),
                                tmp_path / "operator.pcap")
-    uac = (SIPP_DIR / "uac_hangup.xml").read_text()
+    uac = (SIPP_DIR / "uac_hangup_on_cue.xml").read_text()
     uac = uac.replace("m=audio [rtp_port]", "m=audio [media_port]").replace(
-        "  <pause/>", f'  <nop><action><exec play_pcap_audio="{caller_pcap}"/></action></nop>\n'
-                      "  <pause/>")
+        '  <recv request="INFO"',
+        f'  <nop><action><exec play_pcap_audio="{caller_pcap}"/></action></nop>\n'
+        '  <recv request="INFO"')
     uas = (SIPP_DIR / "uas_phone.xml").read_text().replace(
         "/usr/share/sip-tester/g711a.pcap", str(operator_pcap))
     (tmp_path / "uac_speech.xml").write_text(uac)
@@ -188,6 +190,7 @@ def test_answered_call_is_transcribed_both_ways_and_cleaned_up(
         lines = [json.loads(x) for x in client.lrange(transcript_key(keys, call_id), 0, -1)]
         assert {ln["speaker"] for ln in lines} >= {"caller", "operator"}
         assert client.get(f"{keys.prefix}:call:{call_id}:transcription") == b"live"
+        hang_up(caller)  # the checks are done: the citizen puts the phone down
         assert caller.wait(90) == 0
     finally:
         if caller.poll() is None:
@@ -235,6 +238,7 @@ def test_call_goes_on_without_transcription(
         expected = "not running" if transcriber == "not running" else "no speech model"
         assert expected in state.decode()
         assert not media_channels(tx_settings)
+        hang_up(caller)
         assert caller.wait(60) == 0  # the call itself went on normally
     finally:
         if caller.poll() is None:
@@ -266,6 +270,7 @@ def test_call_answered_without_a_transcriber_is_transcribed_once_one_starts(
         wait_until(lambda: {s["speaker"] for s in segments(client, keys, call_id)
                             if s["kind"] == "final"} >= {"caller", "operator"}, 40,
                    f"no finals of both speakers: {segments(client, keys, call_id)}")
+        hang_up(caller)  # the checks are done: the citizen puts the phone down
         assert caller.wait(90) == 0
     finally:
         if caller.poll() is None:
@@ -394,6 +399,7 @@ def test_live_transcript_goes_at_hangup_even_with_the_transcriber_down(
         transcriber.stop(signal.SIGKILL)
         assert client.exists(*live) == 2
         assert client.ttl(transcript_key(keys, call_id)) > 3600  # kept while the call lasts
+        hang_up(caller)  # the checks are done: the citizen puts the phone down
         assert caller.wait(90) == 0
     finally:
         if caller.poll() is None:
@@ -454,6 +460,7 @@ def test_staff_leg_after_a_blind_transfer_is_transcribed(
         later = [s for s in segments(client, keys, call_id)
                  if s["kind"] == "final" and float(s["start"]) > float(staff[0]["end"])]
         assert "operator" not in {s["speaker"] for s in later}, later
+        hang_up(caller)  # the checks are done: the citizen puts the phone down
         assert caller.wait(90) == 0
     finally:
         if caller.poll() is None:
