@@ -4,8 +4,8 @@
 second tenant configured; CSRF stays enforced, so tests post the token the way a browser
 does. Password hashing uses cheaper argon2 parameters to keep the suite fast (one test
 checks the production parameters). Every app of the session shares one in-memory cache of
-compiled templates (keyed by each template's source checksum, as Jinja's own caches are),
-so each template is compiled once per worker, not once per test.
+compiled templates (checked against each template's source checksum on load, as Jinja's
+own caches are), so each template is compiled once per worker, not once per test.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from web.db import resources
 CSRF_RE = re.compile(r'name="csrf-token" content="([^"]+)"|name="csrf_token" value="([^"]+)"')
 PASSWORD = "correct-horse-battery-7"
 FAST_ARGON2 = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
-
 
 
 class MemoryBytecodeCache(BytecodeCache):
