@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 
 from ari_app.controller import Controller
 from common.db import DatabaseUnavailable
-from common.logging_ import set_level, setup_logging
-from common.settings import SettingsError, load_settings
+from common.process import run_process
+from common.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -21,36 +20,29 @@ logger = logging.getLogger(__name__)
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
-async def _serve() -> int:
-    settings = load_settings()
-    set_level(settings.site.log_level)
+async def serve(settings: Settings, stop: asyncio.Event) -> int:
     try:
         controller = Controller(settings)
     except DatabaseUnavailable as exc:
         logger.error("%s", exc)
         return 2
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, controller.request_stop)
+    stopper = asyncio.create_task(stop.wait(), name="stop")
+    stopper.add_done_callback(lambda _task: controller.request_stop())
     logger.info("ari_app %s starting: ARI %s (app %s), AMI %s:%s", controller.instance,
                 settings.asterisk.ari_url, settings.asterisk.ari_app, settings.asterisk.host,
                 settings.asterisk.ami_port)
     try:
         await controller.run()
     finally:
+        stopper.cancel()
         await controller.close()
     logger.info("ari_app stopped")
     return 0
 
 
 def main() -> int:
-    setup_logging("ari_app")
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    try:
-        return asyncio.run(_serve())
-    except SettingsError as exc:
-        logger.error("%s", exc)
-        return 2
+    return run_process("ari_app", serve)
 
 
 if __name__ == "__main__":

@@ -10,26 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 
-from common.logging_ import set_level, setup_logging
-from common.settings import SettingsError, load_settings
+from common.process import run_process
+from common.settings import Settings
+from kiosk_bridge.bridge import Bridge
 
 logger = logging.getLogger(__name__)
 
 
-async def _serve() -> int:
-    from kiosk_bridge.bridge import Bridge
-
-    settings = load_settings()
-    set_level(settings.site.log_level)
-    for noisy in ("aioice", "aiortc"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+async def serve(settings: Settings, stop: asyncio.Event) -> int:
     bridge = Bridge(settings)
     logger.info("kiosk_bridge started (instance %s, RTP on %s, %d ICE server(s))",
                 bridge.instance, settings.kiosk_bridge.bind,
@@ -40,12 +30,7 @@ async def _serve() -> int:
 
 
 def main() -> int:
-    setup_logging("kiosk_bridge")
-    try:
-        return asyncio.run(_serve())
-    except SettingsError as exc:
-        logger.error("%s", exc)
-        return 2
+    return run_process("kiosk_bridge", serve)
 
 
 if __name__ == "__main__":

@@ -9,23 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 
-from common.logging_ import set_level, setup_logging
-from common.settings import SettingsError, load_settings
+from common.process import run_process
+from common.settings import Settings
 from transcriber.service import TranscriberService
 
 logger = logging.getLogger(__name__)
 
 
-async def _serve() -> int:
-    settings = load_settings()
-    set_level(settings.site.log_level)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+async def serve(settings: Settings, stop: asyncio.Event) -> int:
     service = TranscriberService(settings)
     try:
         await service.run(stop)
@@ -41,12 +34,7 @@ async def _serve() -> int:
 
 
 def main() -> int:
-    setup_logging("transcriber")
-    try:
-        return asyncio.run(_serve())
-    except SettingsError as exc:
-        logger.error("%s", exc)
-        return 2
+    return run_process("transcriber", serve)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,43 @@
+"""The skeleton of every asyncio process's ``main()`` (ari_app, kiosk_bridge, transcriber).
+
+One place for what each of them did alike: logging before the settings load (so a
+settings error is logged), ``site.log_level``, SIGTERM/SIGINT setting one stop event, and
+the exit codes: 0 after a clean stop, 2 for configuration the operator must fix (the
+message says what).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+from common.logging_ import set_level, setup_logging
+from common.settings import Settings, SettingsError, load_settings
+
+logger = logging.getLogger(__name__)
+
+Serve = Callable[[Settings, asyncio.Event], Awaitable[int]]
+"""A process's body: runs until the stop event is set and returns the exit code."""
+
+
+def run_process(name: str, serve: Serve) -> int:
+    """Set up logging as ``name``, load the settings and run ``serve`` in a new event loop
+    until it returns; SIGTERM and SIGINT set its stop event."""
+    setup_logging(name)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        logger.error("%s", exc)
+        return 2
+    set_level(settings.site.log_level)
+    return asyncio.run(_serve(settings, serve))
+
+
+async def _serve(settings: Settings, serve: Serve) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return await serve(settings, stop)
