@@ -43,7 +43,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as `python bench/NAME.py` (bench/_venv.py)
+    import _venv
+
+    _venv.ensure("redis", "flask")
 
 import redis  # noqa: E402
 

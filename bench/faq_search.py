@@ -24,7 +24,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as `python bench/NAME.py` (bench/_venv.py)
+    import _venv
+
+    _venv.ensure("numpy", "sqlalchemy")
 
 from faq import search  # noqa: E402
 from faq.search import IndexedItem, SearchIndex, limit_blas_threads, make_encoder  # noqa: E402

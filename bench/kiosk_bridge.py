@@ -46,15 +46,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-try:
-    import aiortc  # noqa: F401
-except ImportError:  # plain `python` outside the project's venv: re-run inside it
-    VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
-    if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != (ROOT / ".venv").resolve():
-        os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), *sys.argv])
-    raise SystemExit("aiortc is missing: run scripts/setup.sh") from None
+if not __package__:  # run as `python bench/NAME.py` (bench/_venv.py)
+    import _venv
+
+    _venv.ensure("aiortc")
 
 import aioice.ice  # noqa: E402
 import av  # noqa: E402

@@ -33,16 +33,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-try:
-    import httpx  # noqa: F401
-    import sqlalchemy  # noqa: F401
-except ImportError:  # plain `python` outside the project's venv: re-run inside it
-    VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
-    if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != (ROOT / ".venv").resolve():
-        os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), *sys.argv])
-    raise SystemExit("run scripts/setup.sh first (the project's .venv is missing)") from None
+if not __package__:  # run as `python bench/NAME.py` (bench/_venv.py)
+    import _venv
+
+    _venv.ensure("httpx", "sqlalchemy")
 
 from bench._stack import (  # noqa: E402
     DIRECT_DID,

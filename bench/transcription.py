@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import re
 import socket
 import subprocess
@@ -46,18 +45,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-try:
-    import httpx  # noqa: F401
-    import numpy as np
-    import sqlalchemy  # noqa: F401
-except ImportError:  # plain `python` outside the project's venv: re-run inside it
-    VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
-    if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != (ROOT / ".venv").resolve():
-        os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), *sys.argv])
-    raise SystemExit("run scripts/setup.sh first (the project's .venv is missing)") from None
+if not __package__:  # run as `python bench/NAME.py` (bench/_venv.py)
+    import _venv
 
+    _venv.ensure("httpx", "numpy", "sqlalchemy")
+
+import numpy as np  # noqa: E402
 import redis  # noqa: E402
 
 from bench._stack import (  # noqa: E402
