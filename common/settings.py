@@ -25,6 +25,8 @@ from common.hours import WEEKDAYS, HoursRule, parse_time
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_FILE = PROJECT_ROOT / "config" / "defaults.toml"
 ENV_PREFIX = "MADOGUCHI_"
+QUEUE_STRATEGIES = ("rrmemory", "ringall", "leastrecent", "fewestcalls", "random", "linear",
+                    "wrandom")  # app_queue's ring strategies
 CONFIG_FILE_VAR = "MADOGUCHI_CONFIG"
 
 
@@ -109,6 +111,7 @@ class WebSettings:
     lockout_minutes: int = 15
     password_min_length: int = 12
     trusted_proxy_count: int = 0
+    earlier_contacts_days: int = 90
 
 
 @dataclass(frozen=True)
@@ -498,6 +501,31 @@ def _dev_secrets(data_dir: Path) -> dict[str, dict[str, str]]:
 
 
 def _validate(s: Settings) -> None:
+    """Check what the types alone cannot: choices, ranges, references between sections."""
+    _validate_site(s)
+    tenants = {t.id for t in s.tenants}
+    if not tenants:
+        raise SettingsError("tenants", "at least one tenant is required")
+    seen_dids: dict[str, str] = {}
+    queues: set[str] = set()
+    for i, svc in enumerate(s.services):
+        _validate_service(f"services[{i}]", svc, tenants)
+        if svc.queue in queues:
+            raise SettingsError(f"services[{i}].queue", f"queue {svc.queue!r} used twice")
+        queues.add(svc.queue)
+        for did in svc.dids:
+            if did in seen_dids:
+                raise SettingsError(f"services[{i}].dids",
+                                    f"{did} already belongs to service {seen_dids[did]}")
+            seen_dids[did] = svc.id
+    for i, dep in enumerate(s.departments):
+        if dep.tenant not in tenants:
+            raise SettingsError(f"departments[{i}].tenant", f"unknown tenant {dep.tenant!r}")
+    _validate_kiosks(s, tenants)
+
+
+def _validate_site(s: Settings) -> None:
+    """The single-valued sections: site, asterisk, redis."""
     if s.site.env not in ("development", "production"):
         raise SettingsError("site.env", f"must be 'development' or 'production', not "
                             f"{s.site.env!r}")
@@ -507,63 +535,55 @@ def _validate(s: Settings) -> None:
         raise SettingsError("site.language", "must be 'ja' or 'en'")
     if s.asterisk.mode not in ("auto", "host", "rootfs", "external"):
         raise SettingsError("asterisk.mode", "must be one of auto, host, rootfs, external")
-    for key in ("sip_port", "http_port", "ami_port", "rtp_start", "rtp_end"):
-        port = getattr(s.asterisk, key)
+    ports = {"sip_port": s.asterisk.sip_port, "http_port": s.asterisk.http_port,
+             "ami_port": s.asterisk.ami_port, "rtp_start": s.asterisk.rtp_start,
+             "rtp_end": s.asterisk.rtp_end}
+    for key, port in ports.items():
         if not 1 <= port <= 65535:
             raise SettingsError(f"asterisk.{key}", f"{port} is not a port number (1-65535)")
     if s.asterisk.rtp_start >= s.asterisk.rtp_end:
         raise SettingsError("asterisk.rtp_end", "must be greater than asterisk.rtp_start")
     if not s.redis.url.startswith(("redis://", "rediss://", "unix://")):
         raise SettingsError("redis.url", f"{s.redis.url!r} is not a redis:// URL")
-    tenants = {t.id for t in s.tenants}
-    if not tenants:
-        raise SettingsError("tenants", "at least one tenant is required")
-    seen_dids: dict[str, str] = {}
-    queues: set[str] = set()
-    for i, svc in enumerate(s.services):
-        if svc.tenant not in tenants:
-            raise SettingsError(f"services[{i}].tenant", f"unknown tenant {svc.tenant!r}")
-        if svc.lines < 1:
-            raise SettingsError(f"services[{i}].lines", "must be at least 1")
-        if svc.channel not in ("phone", "kiosk"):
-            raise SettingsError(f"services[{i}].channel", "must be 'phone' or 'kiosk'")
-        for day in svc.open_days:
-            if day not in WEEKDAYS:
-                raise SettingsError(f"services[{i}].open_days", f"{day!r} is not one of "
-                                    f"{', '.join(WEEKDAYS)}")
-        for key in ("open_time", "close_time"):
-            value = getattr(svc, key)
-            try:
-                parse_time(value)
-            except ValueError:
-                raise SettingsError(f"services[{i}].{key}", f"{value!r} is not a time like "
-                                    "08:30") from None
-        if parse_time(svc.open_time) >= parse_time(svc.close_time):
-            raise SettingsError(f"services[{i}].close_time", "must be after open_time")
-        if svc.strategy not in ("rrmemory", "ringall", "leastrecent", "fewestcalls", "random",
-                                "linear", "wrandom"):
-            raise SettingsError(f"services[{i}].strategy", f"{svc.strategy!r} is not an "
-                                "app_queue ring strategy")
-        if svc.survey not in ("off", "all", "opt_in"):
-            raise SettingsError(f"services[{i}].survey", "must be off, all or opt_in")
-        if not (len(svc.callback_digit) == 1 and svc.callback_digit in "0123456789*#"):
-            raise SettingsError(f"services[{i}].callback_digit", "must be one keypad digit")
-        if not re.fullmatch(r"[a-z][a-z0-9-]*", svc.queue):
-            raise SettingsError(f"services[{i}].queue", "use lower-case letters, digits and "
-                                "'-' only (it becomes an Asterisk queue and extension name)")
-        if svc.queue in queues:
-            raise SettingsError(f"services[{i}].queue", f"queue {svc.queue!r} used twice")
-        queues.add(svc.queue)
-        for did in svc.dids:
-            if not did.isdigit():
-                raise SettingsError(f"services[{i}].dids", f"{did!r} is not a number")
-            if did in seen_dids:
-                raise SettingsError(f"services[{i}].dids",
-                                    f"{did} already belongs to service {seen_dids[did]}")
-            seen_dids[did] = svc.id
-    for i, dep in enumerate(s.departments):
-        if dep.tenant not in tenants:
-            raise SettingsError(f"departments[{i}].tenant", f"unknown tenant {dep.tenant!r}")
+
+
+def _validate_service(at: str, svc: Service, tenants: set[str]) -> None:
+    """One ``[[services]]`` entry on its own (``at`` is its dotted name in messages)."""
+    if svc.tenant not in tenants:
+        raise SettingsError(f"{at}.tenant", f"unknown tenant {svc.tenant!r}")
+    if svc.lines < 1:
+        raise SettingsError(f"{at}.lines", "must be at least 1")
+    if svc.channel not in ("phone", "kiosk"):
+        raise SettingsError(f"{at}.channel", "must be 'phone' or 'kiosk'")
+    for day in svc.open_days:
+        if day not in WEEKDAYS:
+            raise SettingsError(f"{at}.open_days", f"{day!r} is not one of "
+                                f"{', '.join(WEEKDAYS)}")
+    for key, value in (("open_time", svc.open_time), ("close_time", svc.close_time)):
+        try:
+            parse_time(value)
+        except ValueError:
+            raise SettingsError(f"{at}.{key}", f"{value!r} is not a time like "
+                                "08:30") from None
+    if parse_time(svc.open_time) >= parse_time(svc.close_time):
+        raise SettingsError(f"{at}.close_time", "must be after open_time")
+    if svc.strategy not in QUEUE_STRATEGIES:
+        raise SettingsError(f"{at}.strategy", f"{svc.strategy!r} is not an "
+                            "app_queue ring strategy")
+    if svc.survey not in ("off", "all", "opt_in"):
+        raise SettingsError(f"{at}.survey", "must be off, all or opt_in")
+    if not (len(svc.callback_digit) == 1 and svc.callback_digit in "0123456789*#"):
+        raise SettingsError(f"{at}.callback_digit", "must be one keypad digit")
+    if not re.fullmatch(r"[a-z][a-z0-9-]*", svc.queue):
+        raise SettingsError(f"{at}.queue", "use lower-case letters, digits and "
+                            "'-' only (it becomes an Asterisk queue and extension name)")
+    for did in svc.dids:
+        if not did.isdigit():
+            raise SettingsError(f"{at}.dids", f"{did!r} is not a number")
+
+
+def _validate_kiosks(s: Settings, tenants: set[str]) -> None:
+    """The kiosk bridge's media format and each registered kiosk."""
     if s.kiosk_bridge.rtp_format not in ("slin", "ulaw"):
         raise SettingsError("kiosk_bridge.rtp_format", "must be slin or ulaw (slin16 sent "
                             "back into Asterisk is dropped)")
