@@ -22,9 +22,11 @@ import redis
 from sqlalchemy.orm import Session
 
 from common.bus import publish as bus_publish
+from common.db import make_engine, session_factory
 from common.events import Event
 from common.faq_events import FaqIndexRebuilt, FaqPublished
 from common.keys import Keys
+from common.settings import load_settings
 from faq import services, store
 from faq.search import DEFAULT_ENCODER, Encoder, IndexedItem, make_encoder
 
@@ -66,9 +68,6 @@ def rebuild(session: Session, client: redis.Redis, *, prefix: str = "mado",
 def reindex(revision_id: int | None = None, encoder_name: str = DEFAULT_ENCODER) -> dict[str, Any]:
     """rq job: rebuild the FAQ search index (``revision_id`` is the published revision
     that triggered it, for the log)."""
-    from common.db import make_engine, session_factory
-    from common.settings import load_settings
-
     settings = load_settings()
     engine = make_engine(settings.database_url)
     client = redis.Redis.from_url(settings.redis.url)

