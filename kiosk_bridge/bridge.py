@@ -25,9 +25,11 @@ import redis
 import redis.asyncio as aioredis
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from redis.exceptions import RedisError
 
+from common.db import init_schema, make_engine, session_factory
 from common.events import EventError, decode
 from common.health import Heartbeat
 from common.keys import Keys
@@ -96,8 +98,6 @@ class Bridge:
 
     def _db(self) -> Any:
         if self._factory is None:
-            from common.db import init_schema, make_engine, session_factory
-
             self._engine = make_engine(self.settings.database_url)
             init_schema(self._engine)
             self._factory = session_factory(self._engine)
@@ -383,8 +383,6 @@ def short_audio_buffer(pc: RTCPeerConnection, track: MediaStreamTrack) -> None:
     """aiortc holds 4 audio packets (80 ms, fixed) before decoding; the bridge has its own
     adaptive buffer behind the decoder (``KioskAudioPump``), so aiortc's is cut to the one
     packet it needs to see a frame complete. Measured in bench/kiosk_bridge.py."""
-    from aiortc.jitterbuffer import JitterBuffer
-
     for receiver in pc.getReceivers():
         if receiver.track is track:
             receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(  # type: ignore[attr-defined]

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import vosk
 
 from common.transcription import SAMPLE_RATE, StreamInfo
 from transcriber.vad import EnergyVad, level_dbfs
@@ -111,8 +112,6 @@ class Stream:
 def _accept(recognizer: Any, buf: bytearray) -> bool:
     """Feed ``buf`` without copying it (Vosk's own wrapper wants ``bytes``)."""
     try:
-        import vosk
-
         res = vosk._c.vosk_recognizer_accept_waveform(
             recognizer._handle, vosk._ffi.from_buffer(buf), len(buf))
     except AttributeError:  # a Vosk without these internals
@@ -244,8 +243,6 @@ class Engine:
         if rec is None:
             if not buf:
                 return
-            import vosk
-
             rec = stream.recognizer = vosk.KaldiRecognizer(self.model, SAMPLE_RATE)
             rec.SetWords(True)
         began = time.perf_counter()

@@ -8,12 +8,15 @@ folder gives one clear message instead of a crash.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
 import shutil
 from pathlib import Path
 from typing import Any
+
+import vosk
 
 from transcriber.exceptions import ModelError
 
@@ -71,8 +74,6 @@ def tuned_folder(folder: Path, overrides: dict[str, str], cache: Path) -> Path:
     wanted = {k: v for k, v in overrides.items() if v and own.get(k) != v}
     if not wanted:
         return folder
-    import hashlib
-
     tag = hashlib.sha256(f"{folder.resolve()}|{sorted(wanted.items())}".encode()).hexdigest()
     dest = cache / f"{folder.name}-{tag[:12]}"
     if (dest / ".mado-tuned").exists():
@@ -116,8 +117,6 @@ def load_model(path: str, overrides: dict[str, str] | None = None,
                 logger.info("speech model %s with %s", folder, ", ".join(
                     f"--{k}={v}" for k, v in sorted(overrides.items()) if v))
             folder = tuned
-    import vosk
-
     vosk.SetLogLevel(-1)
     try:
         return vosk.Model(str(folder))

@@ -19,14 +19,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+from sqlalchemy import insert
 
 from common.bus import apublish
 from common.console_events import suggestions_key, transcript_key
+from common.db import init_schema, make_engine
 from common.health import Heartbeat
 from common.keys import Keys
 from common.masking import join_japanese_words, mask_personal_data
+from common.models.transcripts import TranscriptSegment
 from common.settings import Settings
 from common.transcription import (
     COMPONENT,
@@ -36,6 +40,8 @@ from common.transcription import (
     segments_key,
     streams_key,
 )
+from faq.search import make_encoder
+from faq.store import FaqSearch
 from transcriber import rtp
 from transcriber.engine import Engine, Segment, Stream
 from transcriber.exceptions import ModelError
@@ -168,12 +174,7 @@ class TranscriberService:
             return None
 
     def _default_searcher(self) -> Searcher | None:
-        import redis as syncredis
-
-        from faq.search import make_encoder
-        from faq.store import FaqSearch
-
-        client = syncredis.Redis.from_url(self.settings.redis.url)
+        client = redis.Redis.from_url(self.settings.redis.url)
         searcher = FaqSearch(client, make_encoder(self.cfg.faq_encoder), self.keys.prefix)
         searcher.refresh(wait=True)
         return searcher
@@ -414,11 +415,6 @@ class TranscriberService:
             self._unsaved = batch + self._unsaved
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
-        from sqlalchemy import insert
-
-        from common.db import init_schema, make_engine
-        from common.models.transcripts import TranscriptSegment
-
         if self._db is None:
             engine = make_engine(self.settings.database_url)
             init_schema(engine)
