@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, text
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, inspect, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -55,8 +56,6 @@ class DatabaseUnavailable(Exception):
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
-        from pathlib import Path
-
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +75,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 def init_schema(engine: Engine) -> None:
     """Create missing tables (idempotent)."""
-    from common import models  # noqa: F401  (registers the tables)
+    from common import models  # noqa: F401  (registers the tables; they import this module)
 
     try:
         Base.metadata.create_all(engine)
@@ -94,8 +93,6 @@ def _add_missing_columns(engine: Engine) -> None:
 
     Anything else (renames, type changes, new constraints) needs a real migration.
     """
-    from sqlalchemy import inspect
-
     inspector = inspect(engine)
     # one catalogue query for every table (not one per table): this runs at every start
     found = inspector.get_multi_columns(

@@ -14,6 +14,7 @@ Wire form::
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import types
 import typing
@@ -83,8 +84,6 @@ CATALOG = ("common.commands", "common.console_events", "common.faq_events",
 def load_catalog() -> None:
     """Register every event type of the product (the modules that define them import
     this one, so they are loaded on demand here rather than at import time)."""
-    import importlib
-
     for module in CATALOG:
         importlib.import_module(module)
 

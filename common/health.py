@@ -199,6 +199,7 @@ def collect(client: redis.Redis, keys: Keys, engine: Engine) -> list[ComponentHe
 
 
 def _rq_health(client: redis.Redis) -> list[ComponentHealth]:
+    # rq takes 0.2 s to import: only the health page needs it, not every process's heartbeat
     from rq import Worker
     from rq.cron_scheduler_registry import get_keys as cron_keys
 
