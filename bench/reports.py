@@ -12,7 +12,7 @@ wrap-up, into a fresh SQLite file and a fresh PostgreSQL database. Then it times
 
 - the hourly KPI roll-up of the month (what the ``kpi_rollup`` cron job does), and one
   month query before it (everything aggregated from the calls) for comparison;
-- the dashboard's month query: ``common.kpi.summarize`` for the month (what ``/kpi/``
+- the dashboard's month query: ``kpi.summarize`` for the month (what ``/kpi/``
   runs for a month, reading the roll-ups), median of 5 runs after one warm-up;
 - the monthly report: ``reports.jobs.generate_report`` (KPIs, HTML, PDF, Excel), one run.
 
@@ -36,11 +36,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as `python bench/NAME.py` (bench/_venv.py)
+    import _venv
+
+    _venv.ensure("sqlalchemy", "weasyprint")
 
 from sqlalchemy import insert  # noqa: E402
 
-from common import kpi  # noqa: E402
+import kpi  # noqa: E402
 from common.db import init_schema, make_engine, session_factory, transaction  # noqa: E402
 from common.models.calls import Call, CallEvent  # noqa: E402
 from common.settings import load_settings  # noqa: E402

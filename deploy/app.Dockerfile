@@ -8,6 +8,7 @@ COPY ari_app ./ari_app
 COPY kiosk_bridge ./kiosk_bridge
 COPY web ./web
 COPY faq ./faq
+COPY kpi ./kpi
 COPY reports ./reports
 COPY stack ./stack
 COPY config ./config

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from zipfile import BadZipFile
 
+from openpyxl import Workbook, load_workbook
+from openpyxl.styles import Alignment, Font
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -140,10 +142,6 @@ def rows_to_csv(rows: Iterable[dict[str, str]]) -> bytes:
 
 
 def rows_to_xlsx(rows: Iterable[dict[str, str]]) -> bytes:
-    # openpyxl takes about 0.35 s to import, and only Excel files need it: not at start
-    from openpyxl import Workbook
-    from openpyxl.styles import Alignment, Font
-
     wb = Workbook()
     ws = wb.active
     assert ws is not None
@@ -223,8 +221,6 @@ def parse_csv(data: bytes) -> list[_Row]:
 
 
 def parse_xlsx(data: bytes) -> list[_Row]:
-    from openpyxl import load_workbook  # lazily, as in rows_to_xlsx
-
     try:
         wb = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except (BadZipFile, KeyError, ValueError, OSError) as exc:

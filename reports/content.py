@@ -1,7 +1,7 @@
 """What a report says: KPIs against targets and the previous period, busiest hours with
 the Erlang C staffing estimate, FAQ use and gaps, escalations, kiosk use, satisfaction,
 incidents from the health history, and improvement suggestions that each cite the
-figure they rest on. Everything comes from ``common.kpi`` (the one KPI module)."""
+figure they rest on. Everything comes from ``kpi`` (the one KPI package)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,16 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from common import kpi
-from common.kpi_tables import (
+from common.models.faq import FaqItem, FaqRevision
+from common.models.health import HealthSample
+from common.settings import Settings
+from faq import gaps, usage
+from faq.content import Actor
+from kpi.definitions import Counts
+from kpi.periods import local_range, month_range, previous_month
+from kpi.query import aggregate
+from kpi.summary import Summary, summarize
+from kpi.tables import (
     Names,
     Table,
     bilingual,
@@ -23,9 +31,6 @@ from common.kpi_tables import (
     kpi_row,
     staffing_table,
 )
-from common.models.faq import FaqItem, FaqRevision
-from common.models.health import HealthSample
-from common.settings import Settings
 
 KIND_TITLES = {
     "monthly": ("月次報告書", "Monthly report"),
@@ -60,8 +65,8 @@ class ReportContent:
     end: date  # exclusive
     title: str
     title_en: str
-    summary: kpi.Summary
-    previous: kpi.Counts
+    summary: Summary
+    previous: Counts
     tables: list[Table]
     staffing: list[dict[str, Any]]
     busiest: list[dict[str, Any]]
@@ -81,9 +86,8 @@ class ReportContent:
 def previous_period(kind: str, start: date, end: date) -> tuple[date, date]:
     """The period the trends compare with: the month before (monthly), else the same
     length immediately before."""
-    if kind == "monthly" or (start.day == 1 and end == kpi.month_range(start.year,
-                                                                         start.month)[1]):
-        return kpi.previous_month(start)
+    if kind == "monthly" or (start.day == 1 and end == month_range(start.year, start.month)[1]):
+        return previous_month(start)
     return start - (end - start), start
 
 
@@ -91,22 +95,22 @@ def build(session: Session, settings: Settings, *, tenant: str, kind: str, start
           end: date, now: datetime) -> ReportContent:
     tz = settings.site.timezone
     k = settings.kpi
-    summary = kpi.summarize(session, tenant=tenant, start=start, end=end, kpi=k, tz=tz)
+    summary = summarize(session, tenant=tenant, start=start, end=end, kpi=k, tz=tz)
     p0, p1 = previous_period(kind, start, end)
-    a, b = kpi.local_range(p0, p1, tz)
-    previous = kpi.aggregate(session, tenant=tenant, start=a, end=b, kpi=k, tz=tz).get(
-        (), kpi.Counts())
+    a, b = local_range(p0, p1, tz)
+    previous = aggregate(session, tenant=tenant, start=a, end=b, kpi=k, tz=tz).get(
+        (), Counts())
     names = Names.from_settings(settings, tenant)
     tables = build_tables(summary, k, names, previous)
     if (end - start).days > 62:  # long periods: one row per month instead of per day
-        monthly: dict[str, kpi.Counts] = {}
+        monthly: dict[str, Counts] = {}
         for day, c in summary.daily.items():
-            monthly.setdefault(day[:7], kpi.Counts()).add(c)
+            monthly.setdefault(day[:7], Counts()).add(c)
         tables[1] = _monthly_table(tables[1], monthly)
     staffing = summary.staffing(k)
     tables.insert(1, staffing_table(staffing, k))
     busiest = sorted(staffing, key=lambda r: (-r["calls_per_hour"], r["hour"]))[:5]
-    a, b = kpi.local_range(start, end, tz)
+    a, b = local_range(start, end, tz)
     faq_top = _faq_top(session, tenant, a, b)
     faq_gaps = _faq_gaps(session, tenant, a, b)
     incidents = _incidents(session, a, b)
@@ -148,7 +152,7 @@ def _list_table(key: str, title: str, headers: list[str], rows: list[list[Any]])
     return Table(key, title, headers, rows)
 
 
-def _monthly_table(daily: Table, monthly: dict[str, kpi.Counts]) -> Table:
+def _monthly_table(daily: Table, monthly: dict[str, Counts]) -> Table:
     table = Table("monthly", bilingual("月別の推移", "Per month"), daily.headers)
     table.rows = [kpi_row(m, c) for m, c in sorted(monthly.items())]
     return table
@@ -156,8 +160,6 @@ def _monthly_table(daily: Table, monthly: dict[str, kpi.Counts]) -> Table:
 
 def _faq_top(session: Session, tenant: str, a: datetime, b: datetime,
              limit: int = 10) -> list[dict[str, Any]]:
-    from faq import usage
-
     counts = usage.counts(session, tenant=tenant, since=a, until=b)
     top = sorted(counts.values(), key=lambda c: (-(c.used + c.resolved), -c.shown, c.item_id))
     top = top[:limit]
@@ -173,9 +175,6 @@ def _faq_top(session: Session, tenant: str, a: datetime, b: datetime,
 
 def _faq_gaps(session: Session, tenant: str, a: datetime, b: datetime,
               limit: int = 10) -> list[dict[str, Any]]:
-    from faq import gaps
-    from faq.content import Actor
-
     actor = Actor("report", frozenset({"supervisor"}), tenant)
     convs = [c for c in gaps.conversations_from_calls(session, tenant=tenant, since=a, until=b)
              if c.text]
@@ -205,7 +204,7 @@ def _incidents(session: Session, a: datetime, b: datetime) -> list[Incident]:
     return out
 
 
-def suggest(s: kpi.Summary, previous: kpi.Counts, staffing: list[dict[str, Any]],
+def suggest(s: Summary, previous: Counts, staffing: list[dict[str, Any]],
             faq_gaps: list[dict[str, Any]], incidents: list[Incident], settings: Settings,
             names: Names) -> list[Suggestion]:
     """Improvement suggestions derived from the numbers, each citing its figure."""

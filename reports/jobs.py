@@ -16,10 +16,13 @@ from sqlalchemy.orm import Session
 from common.db import init_schema, make_engine, session_factory, transaction
 from common.health import collect
 from common.keys import Keys
-from common.kpi import previous_month
 from common.models import HealthSample
-from common.models.reports import REPORT_KINDS, Report
+from common.models.reports import KPI_EVENT_INDEX, REPORT_KINDS, Report
 from common.settings import Settings, load_settings
+from kpi.periods import previous_month
+from kpi.rollups import rollup_recent
+from reports import content, render
+from reports.retention import purge_transcripts
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +74,6 @@ def create_report(session: Session, *, tenant: str, kind: str, start: date, end:
 
 def generate_report(report_id: int) -> dict[str, Any]:
     """Build the report's HTML, PDF and Excel files; progress is kept on the row."""
-    from reports import content, render
-
     settings = load_settings()
     engine = make_engine(settings.database_url)
     factory = session_factory(engine)
@@ -145,10 +146,7 @@ def monthly_reports(today: str | None = None) -> list[int]:
 
 def kpi_rollup() -> dict[str, Any]:
     """Cron (every few minutes): bring the KPI roll-ups of every tenant up to the current
-    hour (``common.kpi.rollup_recent``)."""
-    from common.kpi import rollup_recent
-    from common.models.reports import KPI_EVENT_INDEX
-
+    hour (``kpi.rollups.rollup_recent``)."""
     settings = load_settings()
     engine = make_engine(settings.database_url)
     try:
@@ -169,9 +167,7 @@ def kpi_rollup() -> dict[str, Any]:
 def transcript_purge(now: str | None = None) -> dict[str, Any]:
     """Cron (hourly): delete the masked transcripts older than
     ``transcription.retention_days`` (0 = keep nothing) and record what was deleted
-    (``common.transcript_retention``; counts and call ids, never text)."""
-    from common.transcript_retention import purge_transcripts
-
+    (``reports.retention``; counts and call ids, never text)."""
     settings = load_settings()
     engine = make_engine(settings.database_url)
     try:

@@ -32,9 +32,11 @@ from rq import Queue
 from sqlalchemy import select
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from common import kpi
-from common.kpi_charts import bar_chart, heatmap_svg
-from common.kpi_tables import (
+import kpi
+from common.models.accounts import ADMINISTRATOR, SUPERVISOR
+from common.models.reports import REPORT_KINDS, Report
+from kpi.charts import bar_chart, heatmap_svg
+from kpi.tables import (
     KPI_ROW_HEADERS,
     Names,
     Table,
@@ -44,8 +46,6 @@ from common.kpi_tables import (
     to_csv,
     to_xlsx,
 )
-from common.models.accounts import ADMINISTRATOR, SUPERVISOR
-from common.models.reports import REPORT_KINDS, Report
 from web.access import audit_event, current_user, ensure_tenant, login_required
 from web.db import get_db, get_redis, get_settings
 from web.forms import field

@@ -40,7 +40,7 @@ class Report(Base):
 
 
 class KpiRollup(Base):
-    """KPI sums per local hour and dimensions (``common.kpi.rollup``): the dashboard and
+    """KPI sums per local hour and dimensions (``kpi.rollups.rollup``): the dashboard and
     the reports read closed hours from here instead of scanning every call."""
 
     __tablename__ = "kpi_rollups"
@@ -56,7 +56,7 @@ class KpiRollup(Base):
     disposition: Mapped[str] = mapped_column(String(32), default="")
     location: Mapped[str] = mapped_column(String(64), default="")
     reason: Mapped[str] = mapped_column(String(32), default="")
-    sums: Mapped[list[int]] = mapped_column(JSON, default=list)  # common.kpi.Counts fields
+    sums: Mapped[list[int]] = mapped_column(JSON, default=list)  # kpi.definitions.Counts fields
 
 
 class KpiTransferRollup(Base):

@@ -8,7 +8,7 @@ from datetime import date
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from common import kpi
+import kpi
 from common.settings import KpiSettings
 from tests.reports import synthetic
 from tests.reports.synthetic import EXPECTED_COUNTS, EXPECTED_TOTAL

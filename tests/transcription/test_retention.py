@@ -18,8 +18,8 @@ from common.db import init_schema, make_engine, session_factory, transaction
 from common.models import AuditEntry
 from common.models.transcripts import TranscriptPurge, TranscriptSegment
 from common.settings import Settings
-from common.transcript_retention import cutoff_for, purge_transcripts
 from reports import jobs
+from reports.retention import cutoff_for, purge_transcripts
 from reports.worker import build_cron
 
 NOW = datetime.now(UTC)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from html import escape
 
-from common.kpi_tables import WEEKDAYS_JA
+from kpi.tables import WEEKDAYS_JA
 
 
 def bar_chart(series: Mapping[str, Sequence[float]], labels: Sequence[str], *,

@@ -12,8 +12,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.kpi import CATALOGUE, Counts, Summary, meets, target_of
+from openpyxl import Workbook
+from openpyxl.styles import Font
+
 from common.settings import KpiSettings, Settings
+from kpi.definitions import CATALOGUE, Counts, meets, target_of
+from kpi.summary import Summary
 
 WEEKDAYS_JA = ("月", "火", "水", "木", "金", "土", "日")
 
@@ -195,9 +199,6 @@ def to_csv(table: Table) -> str:
 
 def to_xlsx(tables: Sequence[Table]) -> bytes:
     """One sheet per table: title in A1, headers in row 2, data from row 3."""
-    from openpyxl import Workbook
-    from openpyxl.styles import Font
-
     wb = Workbook()
     first = True
     for table in tables:
