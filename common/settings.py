@@ -13,13 +13,19 @@ import hmac
 import os
 import re
 import secrets
-import tomllib
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.config_layers import (
+    SettingsError,
+    build,
+    env_overrides,
+    generated_secrets,
+    merge,
+    read_toml,
+)
 from common.hours import WEEKDAYS, HoursRule, parse_time
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -28,16 +34,6 @@ ENV_PREFIX = "MADOGUCHI_"
 QUEUE_STRATEGIES = ("rrmemory", "ringall", "leastrecent", "fewestcalls", "random", "linear",
                     "wrandom")  # app_queue's ring strategies
 CONFIG_FILE_VAR = "MADOGUCHI_CONFIG"
-
-
-class SettingsError(Exception):
-    """Configuration that cannot be used; the message names the key and the fix."""
-
-    def __init__(self, key: str, message: str, source: str = "") -> None:
-        self.key = key
-        self.source = source
-        where = f" (from {source})" if source else ""
-        super().__init__(f"configuration error at '{key}'{where}: {message}")
 
 
 @dataclass(frozen=True)
@@ -359,147 +355,6 @@ def env_name(section: str, key: str) -> str:
     return f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
 
 
-def _read_toml(path: Path, what: str) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise SettingsError(what, f"file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(what, f"{path} is not valid TOML: {exc}") from None
-
-
-def _merge(base: dict[str, Any], over: Mapping[str, Any], sources: dict[str, str], src: str,
-           prefix: str = "") -> None:
-    for key, value in over.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value, sources, src, dotted + ".")
-        else:
-            base[key] = value
-            sources[dotted] = src
-
-
-def _coerce(value: Any, tp: Any, key: str, source: str,
-            sources: Mapping[str, str] | None = None) -> Any:
-    """Convert a raw TOML/env value to the annotated type, or raise SettingsError."""
-    origin = typing.get_origin(tp)
-    if origin is tuple:
-        (item_tp, _ellipsis) = typing.get_args(tp)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list | tuple):
-            raise SettingsError(key, f"expected a list, got {value!r}", source)
-        return tuple(_coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value))
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise SettingsError(key, f"expected a table, got {value!r}", source)
-        return _build(tp, value, key, sources or {}, source)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false",
-                                                         "no", "off"):
-            return value.lower() in ("1", "true", "yes", "on")
-        raise SettingsError(key, f"expected true or false, got {value!r}", source)
-    if tp is int:
-        if isinstance(value, bool):
-            raise SettingsError(key, f"expected a whole number, got {value!r}", source)
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise SettingsError(key, f"expected a whole number, got {value!r}", source)
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise SettingsError(key, f"expected a number, got {value!r}", source)
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise SettingsError(key, f"expected text, got {value!r}", source)
-    raise TypeError(f"unsupported settings type {tp!r} for {key}")
-
-
-def _build(cls: Any, raw: Mapping[str, Any], prefix: str, sources: Mapping[str, str],
-           default_source: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in names:
-            dotted = f"{prefix}.{key}" if prefix else key
-            known = ", ".join(sorted(names))
-            raise SettingsError(dotted, f"unknown key (known keys here: {known})",
-                                sources.get(dotted, default_source))
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        dotted = f"{prefix}.{f.name}" if prefix else f.name
-        if f.name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise SettingsError(dotted, "is required", default_source)
-            continue
-        kwargs[f.name] = _coerce(raw[f.name], hints[f.name], dotted,
-                                 sources.get(dotted, default_source), sources)
-    return cls(**kwargs)
-
-
-def _env_overrides(environ: Mapping[str, str], raw: dict[str, Any],
-                   sources: dict[str, str]) -> None:
-    sections = {f.name: f for f in dataclasses.fields(Settings)}
-    for var, value in environ.items():
-        if not var.startswith(ENV_PREFIX) or var == CONFIG_FILE_VAR:
-            continue
-        rest = var[len(ENV_PREFIX):].lower()
-        if "__" not in rest:
-            raise SettingsError(rest, f"environment variable {var} must look like "
-                                f"{ENV_PREFIX}<SECTION>__<KEY>", f"environment variable {var}")
-        section, key = rest.split("__", 1)
-        fld = sections.get(section)
-        if fld is None or not dataclasses.is_dataclass(fld.default_factory):
-            raise SettingsError(f"{section}.{key}", "no such section can be set from the "
-                                "environment (lists such as tenants belong in the site file)",
-                                f"environment variable {var}")
-        raw.setdefault(section, {})[key] = value
-        sources[f"{section}.{key}"] = f"environment variable {var}"
-
-
-def _secrets_file(data_dir: Path) -> Path:
-    return data_dir / "secrets.toml"
-
-
-def _dev_secrets(data_dir: Path) -> dict[str, dict[str, str]]:
-    """Local credentials for development: generated once, kept in data_dir (mode 0600)."""
-    path = _secrets_file(data_dir)
-    if path.exists():
-        return {k: dict(v) for k, v in _read_toml(path, "site.data_dir").items()}
-    generated: dict[str, dict[str, str]] = {}
-    for section, key in SECRETS:
-        generated.setdefault(section, {})[key] = secrets.token_urlsafe(18)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    lines = ["# Generated development credentials. Not for production.\n"]
-    for section, values in generated.items():
-        lines.append(f"\n[{section}]\n")
-        lines.extend(f'{k} = "{v}"\n' for k, v in values.items())
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.writelines(lines)
-    try:
-        os.link(tmp, path)  # atomic: the first process to generate wins
-    except FileExistsError:
-        pass
-    tmp.unlink(missing_ok=True)
-    return {k: dict(v) for k, v in _read_toml(path, "site.data_dir").items()}
-
-
 def _validate(s: Settings) -> None:
     """Check what the types alone cannot: choices, ranges, references between sections."""
     _validate_site(s)
@@ -604,12 +459,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """
     environ = os.environ if environ is None else environ
     sources: dict[str, str] = {}
-    raw = _read_toml(DEFAULTS_FILE, "defaults")
+    raw = read_toml(DEFAULTS_FILE, "defaults")
     site_file = environ.get(CONFIG_FILE_VAR)
     if site_file:
-        _merge(raw, _read_toml(Path(site_file), CONFIG_FILE_VAR), sources, f"site file {site_file}")
-    _env_overrides(environ, raw, sources)
-    settings: Settings = _build(Settings, raw, "", sources, str(DEFAULTS_FILE))
+        merge(raw, read_toml(Path(site_file), CONFIG_FILE_VAR), sources, f"site file {site_file}")
+    env_overrides(environ, raw, sources, Settings, ENV_PREFIX, CONFIG_FILE_VAR)
+    settings: Settings = build(Settings, raw, "", sources, str(DEFAULTS_FILE))
     _validate(settings)
 
     missing = [(sec, key) for sec, key in SECRETS if not getattr(getattr(settings, sec), key)]
@@ -619,7 +474,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             names = ", ".join(env_name(s, k) for s, k in missing)
             raise SettingsError(f"{sec}.{key}", f"secret required in production; set {names} "
                                 "(or put them in the site file)")
-        generated = _dev_secrets(settings.data_dir)
+        generated = generated_secrets(settings.data_dir / "secrets.toml", SECRETS,
+                                      "site.data_dir")
         for sec, key in missing:
             part = getattr(settings, sec)
             value = generated.get(sec, {}).get(key)
