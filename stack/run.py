@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 import redis
 
 from common.db import DatabaseUnavailable, init_schema, make_engine
+from common.kiosk import dev_secret
 from common.logging_ import setup_logging
 from common.settings import PROJECT_ROOT, Settings, SettingsError, load_settings, to_environ
 from stack.asterisk import AsteriskInstance, AsteriskStartError, AsteriskUnavailable, provide
@@ -131,12 +132,10 @@ def banner(settings: Settings, asterisk: AsteriskInstance | None) -> str:
                  f"-s {settings.services[0].dids[0] if settings.services[0].dids else ''} "
                  "-i 127.0.0.2 -mi 127.0.0.2 -key caller 0901234567 -m 1")
     if settings.kiosks and not settings.production:
-        from common.kiosk import dev_secret
-
         kiosk = settings.kiosks[0]
         lines.append(f"  Kiosk page ({kiosk.id}, {kiosk.location}): http://{settings.web.bind}:"
                      f"{settings.web.port}/kiosk/#{kiosk.id}:{dev_secret(settings, kiosk.id)}")
-        lines.append("    other kiosks: python -m common.kiosk dev-url <kiosk id>")
+        lines.append("    other kiosks: python -m web.cli kiosk dev-url <kiosk id>")
     if settings.transcription.enabled and not settings.transcription.model_path:
         lines.append("  Live transcription: off until transcription.model_path names a Vosk "
                      "model folder (README: Vosk model)")
@@ -147,48 +146,44 @@ def banner(settings: Settings, asterisk: AsteriskInstance | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run() -> int:
-    setup_logging("stack")
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        logger.error("%s", exc)
-        return 2
-    logdir = settings.data_dir / "log"
-    logdir.mkdir(parents=True, exist_ok=True)
-    signal.signal(signal.SIGTERM, _raise_stop)
-    signal.signal(signal.SIGINT, _raise_stop)
+@dataclass
+class System:
+    """What ``make run`` started, stopped in reverse order."""
 
+    settings: Settings
+    logdir: Path
     redis_proc: subprocess.Popen[bytes] | None = None
     asterisk: AsteriskInstance | None = None
-    children: list[Child] = []
-    try:
-        redis_proc = ensure_redis(settings, logdir)
-        engine = make_engine(settings.database_url)
+    children: list[Child] = field(default_factory=list)
+
+    def start(self) -> None:
+        """Redis, the database schema, Asterisk, then the product's processes."""
+        self.redis_proc = ensure_redis(self.settings, self.logdir)
+        engine = make_engine(self.settings.database_url)
         try:
             init_schema(engine)
-        except DatabaseUnavailable as exc:
-            logger.error("%s", exc)
-            return 2
         finally:
             engine.dispose()
-        if settings.asterisk.mode != "external":
-            install = provide(settings, build=True)
+        if self.settings.asterisk.mode != "external":
+            install = provide(self.settings, build=True)
             logger.info("Asterisk: %s (%s)", install.version, install.kind)
-            asterisk = AsteriskInstance(install, settings, "dev")
-            asterisk.start()
+            self.asterisk = AsteriskInstance(install, self.settings, "dev")
+            self.asterisk.start()
         env = {k: v for k, v in os.environ.items() if not k.startswith("MADOGUCHI_")}
-        env.update(to_environ(settings))
+        env.update(to_environ(self.settings))
         env["PYTHONUNBUFFERED"] = "1"
         for name, args in CHILDREN:
-            child = Child(name, args, logdir / f"{name}.log", env)
+            child = Child(name, args, self.logdir / f"{name}.log", env)
             child.start()
-            children.append(child)
-        print(banner(settings, asterisk), flush=True)
+            self.children.append(child)
+
+    def supervise(self) -> None:
+        """Restart a child that exited, with backoff (1 s doubling to 30 s; a child that
+        ran a minute starts over at 1 s). Returns only by ``Stop``."""
         while True:
             time.sleep(0.5)
             now = time.monotonic()
-            for child in children:
+            for child in self.children:
                 assert child.popen is not None
                 code = child.popen.poll()
                 if code is None:
@@ -204,23 +199,45 @@ def run() -> int:
                     child.restarts += 1
                     child.next_start = 0.0
                     child.start()
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+        if self.asterisk is not None:
+            self.asterisk.stop()
+        if self.redis_proc is not None:
+            self.redis_proc.terminate()
+            self.redis_proc.wait(10)
+
+
+def run() -> int:
+    setup_logging("stack")
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        logger.error("%s", exc)
+        return 2
+    logdir = settings.data_dir / "log"
+    logdir.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
+    system = System(settings, logdir)
+    try:
+        system.start()
+        print(banner(settings, system.asterisk), flush=True)
+        system.supervise()
     except Stop:
         logger.info("stopping")
         return 0
-    except (AsteriskUnavailable, AsteriskStartError) as exc:
+    except (DatabaseUnavailable, AsteriskUnavailable, AsteriskStartError) as exc:
         logger.error("%s", exc)
         return 2
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for child in reversed(children):
-            child.stop()
-        if asterisk is not None:
-            asterisk.stop()
-        if redis_proc is not None:
-            redis_proc.terminate()
-            redis_proc.wait(10)
+        system.stop()
         logger.info("stopped")
+    return 0  # not reached: supervise() returns only by Stop
 
 
 if __name__ == "__main__":
