@@ -23,17 +23,19 @@ import logging
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from ari_app.ari_ import AriClient
 from ari_app.exceptions import AriError
+from ari_app.session import CallActions, CallSession
+from ari_app.timeline import TimelineStore
+from ari_app.transcription import TranscriptionService
 from common.db import transaction
 from common.models import Callback
-
-if TYPE_CHECKING:
-    from ari_app.services import CallService, CallSession
+from common.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +55,16 @@ def mask_number(number: str) -> str:
 
 
 class CallbackService:
-    def __init__(self, service: CallService, factory: sessionmaker[Session]) -> None:
-        self.service = service
-        self.ari = service.ari
-        self.settings = service.settings
+    def __init__(self, ari: AriClient, store: TimelineStore, settings: Settings,
+                 factory: sessionmaker[Session], calls: CallActions,
+                 transcription: TranscriptionService | None) -> None:
+        self.ari = ari
+        self.store = store
+        self.settings = settings
         self.factory = factory
-        self.app = service.settings.asterisk.ari_app
+        self.calls = calls
+        self.transcription = transcription
+        self.app = settings.asterisk.ari_app
         self.call_of: dict[int, str] = {}  # callback id -> original call id
         # set by the dispatcher: deliver an event to a call's task after a delay
         self.later: Callable[[str, str, float], None] = lambda _call, _kind, _delay: None
@@ -77,12 +83,12 @@ class CallbackService:
             position = 0
         session.state = "callback_offer"
         session.data.update(cb_queue=queue, cb_position=position, cb_digits="")
-        await asyncio.to_thread(self.service.store.record, session.call_id, "callback_offer",
+        await asyncio.to_thread(self.store.record, session.call_id, "callback_offer",
                                 datetime.now(UTC), {"queue": queue, "position": position})
         if position == 0:
             session.data["cb_mode"] = "ask"
-            await self._say(session, [f"sound:{self.service.prompts['no_operators']}",
-                                      f"sound:{self.service.prompts['callback_offer']}"])
+            await self._say(session, [f"sound:{self.calls.prompts['no_operators']}",
+                                      f"sound:{self.calls.prompts['callback_offer']}"])
             self._arm(session)
         else:
             await self._read_back_or_ask(session, session.data.get("caller", ""))
@@ -90,9 +96,9 @@ class CallbackService:
     async def _read_back_or_ask(self, session: CallSession, number: str) -> None:
         if NUMBER.fullmatch(number):
             session.data.update(cb_number=number, cb_mode="readback")
-            await self._say(session, [f"sound:{self.service.prompts['callback_confirm']}",
+            await self._say(session, [f"sound:{self.calls.prompts['callback_confirm']}",
                                       f"digits:{number}",
-                                      f"sound:{self.service.prompts['callback_confirm_keys']}"])
+                                      f"sound:{self.calls.prompts['callback_confirm_keys']}"])
             self._arm(session, extra=8.0)  # the read-back itself takes a while
         else:
             await self._ask_number(session)
@@ -113,10 +119,10 @@ class CallbackService:
             await self.register(session)
             return
         session.state = "callback_declined"
-        await asyncio.to_thread(self.service.store.record, session.call_id,
+        await asyncio.to_thread(self.store.record, session.call_id,
                                 "callback_declined", datetime.now(UTC), {})
         await self._stop_sound(session)
-        await self.service.play_then(session, "goodbye", lambda: self.service.hangup(session))
+        await self.calls.play_then(session, "goodbye", lambda: self.calls.hangup(session))
 
     async def _say(self, session: CallSession, media: list[str]) -> None:
         playback = f"{session.channel_id}-cb-{asyncio.get_running_loop().time():.6f}"
@@ -126,7 +132,7 @@ class CallbackService:
 
     async def _ask_number(self, session: CallSession) -> None:
         session.data.update(cb_mode="enter", cb_digits="")
-        await self._say(session, [f"sound:{self.service.prompts['callback_enter']}"])
+        await self._say(session, [f"sound:{self.calls.prompts['callback_enter']}"])
         self._arm(session, extra=10.0)
 
     async def _stop_sound(self, session: CallSession) -> None:
@@ -182,14 +188,14 @@ class CallbackService:
             cb_id = callback.id
         self.call_of[cb_id] = session.call_id
         session.state = "callback_booked"
-        await asyncio.to_thread(self.service.store.record, session.call_id,
+        await asyncio.to_thread(self.store.record, session.call_id,
                                 "callback_requested", now,
                                 {"callback": cb_id, "queue": queue, "position": position,
                                  "number": mask_number(number)})
-        await asyncio.to_thread(self.service.store.set_outcome, session.call_id, "callback")
+        await asyncio.to_thread(self.store.set_outcome, session.call_id, "callback")
         logger.info("%s: callback %d booked at position %d", session.call_id, cb_id, position)
-        await self.service.play_then(session, "callback_registered",
-                                     lambda: self.service.hangup(session))
+        await self.calls.play_then(session, "callback_registered",
+                                   lambda: self.calls.hangup(session))
         await self.place_due()
 
     # -------------------------------------------------------- placeholders
@@ -223,7 +229,7 @@ class CallbackService:
             return
         self.call_of[callback.id] = callback.call_id
         self._update(callback.id, status="placed", placeholder=leg)
-        await asyncio.to_thread(self.service.store.record, callback.call_id,
+        await asyncio.to_thread(self.store.record, callback.call_id,
                                 "callback_placed", datetime.now(UTC),
                                 {"callback": callback.id, "position": position,
                                  "attempt": callback.attempts + 1},
@@ -248,7 +254,7 @@ class CallbackService:
         cb_id = int(args[1]) if len(args) > 1 and str(args[1]).isdigit() else 0
         callback = self._load(cb_id)
         if callback is None or callback.status in ("failed", "completed"):
-            await self.service.hangup(session)  # unknown, or closed meanwhile (cancelled)
+            await self.calls.hangup(session)  # unknown, or closed meanwhile (cancelled)
             return
         session.call_id = callback.call_id
         session.tenant = callback.tenant_id
@@ -256,7 +262,7 @@ class CallbackService:
         session.data.update(cb_id=cb_id, cb_number=callback.number)
         attempt = callback.attempts + 1
         self._update(cb_id, status="connecting", attempts=attempt)
-        await self.service.play_prompt(session, "callback_operator_notice")
+        await self.calls.play_prompt(session, "callback_operator_notice")
         bridge = await self.ari.post("/bridges", type="mixing", name=f"callback-{cb_id}")
         session.bridges.add(bridge["id"])
         await self.ari.post(f"/bridges/{bridge['id']}/addChannel", channel=session.channel_id)
@@ -266,7 +272,7 @@ class CallbackService:
         trunk = self.settings.trunk.name
         service = self.settings.service(callback.service_id) if callback.service_id else None
         caller_id = service.dids[0] if service and service.dids else ""
-        await asyncio.to_thread(self.service.store.record, callback.call_id,
+        await asyncio.to_thread(self.store.record, callback.call_id,
                                 "callback_attempt", datetime.now(UTC),
                                 {"callback": cb_id, "attempt": attempt, "result": "dialling"},
                                 f"callback_attempt:{cb_id}:{attempt}:dialling")
@@ -288,13 +294,13 @@ class CallbackService:
         session.data["cb_citizen_up"] = True
         self._update(cb_id, status="completed", completed_at=datetime.now(UTC),
                      last_result="answered")
-        await asyncio.to_thread(self.service.store.record, session.call_id,
+        await asyncio.to_thread(self.store.record, session.call_id,
                                 "callback_completed", datetime.now(UTC),
                                 {"callback": cb_id, "result": "answered"},
                                 f"callback_completed:{cb_id}")
-        if self.service.transcription is not None:  # on the original call's transcript
+        if self.transcription is not None:  # on the original call's transcript
             session.data["tx_target"] = channel_id
-            await self.service.transcription.start(session)
+            await self.transcription.start(session)
 
     async def leg_destroyed(self, session: CallSession, event: dict[str, Any]) -> None:
         channel_id = str(event["channel"]["id"])
@@ -302,7 +308,7 @@ class CallbackService:
         if not channel_id.endswith("-citizen"):
             return
         if session.data.get("cb_citizen_up"):
-            await self.service.hangup(session)  # the citizen hung up: release the operator
+            await self.calls.hangup(session)  # the citizen hung up: release the operator
             return
         cause = event.get("cause")
         reason = "busy" if cause == 17 else "no_answer"
@@ -313,7 +319,7 @@ class CallbackService:
         callback = self._load(cb_id)
         if callback is None:
             return
-        await asyncio.to_thread(self.service.store.record, session.call_id,
+        await asyncio.to_thread(self.store.record, session.call_id,
                                 "callback_attempt", datetime.now(UTC),
                                 {"callback": cb_id, "attempt": callback.attempts,
                                  "result": reason},
@@ -327,8 +333,8 @@ class CallbackService:
                          next_attempt_at=datetime.now(UTC) + timedelta(
                              seconds=service.callback_retry_seconds))
         session.state = "callback_done"
-        await self.service.play_then(session, "callback_no_answer",
-                                     lambda: self.service.hangup(session))
+        await self.calls.play_then(session, "callback_no_answer",
+                                   lambda: self.calls.hangup(session))
 
     async def placeholder_gone(self, session: CallSession) -> None:
         """The operator's side ended (after the call, or the placeholder left the queue)."""

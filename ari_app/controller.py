@@ -22,8 +22,11 @@ from ari_app.kiosk import KioskService
 from ari_app.notifier import Notifier
 from ari_app.presence import PresenceMonitor
 from ari_app.queues import CommandError, QueueManager
-from ari_app.services import CallService, CallSession
+from ari_app.services import CallService
+from ari_app.session import CallSession
 from ari_app.stasis import StasisDispatcher
+from ari_app.supervision import SupervisionService
+from ari_app.survey import SurveyService
 from ari_app.timeline import CachedCalendar, CalendarStore, Recorder, TimelineStore
 from ari_app.transcription import TranscriptionService
 from ari_app.transfers import TransferService
@@ -60,9 +63,11 @@ class Controller:
         self.store = TimelineStore(factory)
         self.notifier = Notifier(self.redis, self.keys, settings.redis.event_stream_maxlen)
         self.recorder = Recorder(self.notifier.publish)
+        self.transcription = TranscriptionService(self.ari, self.notifier, settings,
+                                                  self.redis, self.keys)
         self.service = CallService(self.ari, self.store, self.notifier, settings,
                                    CachedCalendar(CalendarStore(factory)), clock=clock,
-                                   recorder=self.recorder)
+                                   recorder=self.recorder, transcription=self.transcription)
         self.queues = QueueManager(self.ami, self.redis, self.keys, self.store, self.notifier,
                                    settings, self.recorder)
         self.commands = CommandConsumer(self.redis, self.keys, self.notifier, self.instance)
@@ -78,12 +83,18 @@ class Controller:
         self.presence = PresenceMonitor(self.ami, self.redis, self.keys, self.notifier, settings)
         self.queues.on_agent_connect = self._agent_connected
         self.queues.resolve_call = self._resolve_queue_caller
-        self.transcription = TranscriptionService(self.service, self.redis, self.keys)
-        self.service.transcription = self.transcription
-        self.transfers = TransferService(self.service, self.ami)
-        self.callbacks = CallbackService(self.service, factory)
-        self.dispatcher = StasisDispatcher(self.service, self.transfers, self.callbacks)
-        self.kiosk = KioskService(self.service, self.dispatcher, self.redis, self.keys)
+        # each feature gets what it needs; none of them knows the call service itself
+        self.supervision = SupervisionService(self.ari, self.store, settings)
+        self.survey = SurveyService(self.ari, self.store, settings, self.service)
+        self.transfers = TransferService(self.ari, self.ami, self.store, settings,
+                                         self.service, self.supervision, self.survey,
+                                         self.transcription)
+        self.callbacks = CallbackService(self.ari, self.store, settings, factory,
+                                         self.service, self.transcription)
+        self.dispatcher = StasisDispatcher(self.service, self.transfers, self.callbacks,
+                                           self.survey, self.supervision, self.transcription)
+        self.kiosk = KioskService(self.ari, self.store, self.recorder, settings, self.service,
+                                  self.transfers, self.dispatcher, self.redis, self.keys)
         self.dispatcher.kiosk = self.kiosk
         self.commands.register(KioskStart, self.kiosk.start)
         self.commands.register(KioskEnd, self.kiosk.end)
@@ -180,12 +191,12 @@ class Controller:
         await self._on_call(cmd.tenant, cmd.call_id, self.transfers.cancel)
 
     async def _listen(self, cmd: SupervisorListen) -> None:
-        await self._on_call(cmd.tenant, cmd.call_id, lambda s: self.service.supervision.start(
+        await self._on_call(cmd.tenant, cmd.call_id, lambda s: self.supervision.start(
             s, cmd.mode, cmd.endpoint, cmd.supervisor))
 
     async def _listen_stop(self, cmd: SupervisorListenStop) -> None:
         await self._on_call(cmd.tenant, cmd.call_id,
-                            lambda s: self.service.supervision.stop(s, "stopped"))
+                            lambda s: self.supervision.stop(s, "stopped"))
 
     # ------------------------------------------------------------------ resync
 

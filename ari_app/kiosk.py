@@ -19,21 +19,21 @@ import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from ari_app.ari_ import AriClient
 from ari_app.exceptions import AriError, AriNotFound
 from ari_app.queues import CommandError
-from ari_app.services import CallService, CallSession
-from ari_app.timeline import NewCall
+from ari_app.session import CallActions, CallRegistry, CallSession
+from ari_app.timeline import NewCall, Recorder, TimelineStore
+from ari_app.transfers import TransferService
 from common.events import CallAnswered, CallArrived
 from common.keys import Keys
 from common.kiosk import KioskCallState, KioskEnd, KioskKeys, KioskStart
-
-if TYPE_CHECKING:
-    from ari_app.stasis import StasisDispatcher
+from common.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -70,14 +70,18 @@ class KioskLeg:
 
 
 class KioskService:
-    def __init__(self, service: CallService, dispatcher: StasisDispatcher,
-                 redis: aioredis.Redis, keys: Keys) -> None:
-        self.service = service
-        self.ari = service.ari
-        self.dispatcher = dispatcher
+    def __init__(self, ari: AriClient, store: TimelineStore, recorder: Recorder,
+                 settings: Settings, calls: CallActions, transfers: TransferService,
+                 registry: CallRegistry, redis: aioredis.Redis, keys: Keys) -> None:
+        self.ari = ari
+        self.store = store
+        self.recorder = recorder
+        self.settings = settings
+        self.calls = calls
+        self.transfers = transfers
+        self.registry = registry
         self.redis = redis
         self.kkeys = KioskKeys(keys)
-        self.settings = service.settings
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -------------------------------------------------------------- commands
@@ -102,7 +106,7 @@ class KioskService:
                                "channel = \"kiosk\" (settings: [[services]])")
         if cmd.rtp_format not in ("slin", "ulaw"):
             raise CommandError("bad_format", "rtp_format must be slin or ulaw")
-        if cmd.session_id in self.dispatcher.sessions:
+        if cmd.session_id in self.registry.sessions:
             raise CommandError("duplicate", f"kiosk session {cmd.session_id} has a leg")
 
     async def _start(self, cmd: KioskStart) -> None:
@@ -117,13 +121,13 @@ class KioskService:
         session.data["kiosk"] = leg
         session.data["caller"] = cmd.kiosk
         session.legs.update((media_id, local_id))
-        self.dispatcher.open_session(session)
+        self.registry.open_session(session)
         at = datetime.now(UTC)
         new = NewCall(call_id=call_id, tenant_id=cmd.tenant, service_id=service.id,
                       channel="kiosk", did="", caller=cmd.kiosk, caller_name=cmd.location,
                       arrived_at=at)
-        rec = self.service.recorder
-        store = self.service.store
+        rec = self.recorder
+        store = self.store
         rec.write(store.call_arrived, new, {"kiosk": cmd.kiosk, "category": cmd.category},
                   only_if_new=True,
                   publish=CallArrived(at=at, call_id=call_id, tenant=cmd.tenant,
@@ -148,7 +152,7 @@ class KioskService:
                                 app=self.ari.app, appArgs="kiosk", channelId=local_id,
                                 otherChannelId=call_id,
                                 callerId=f'"{cmd.kiosk}" <{cmd.kiosk}>')
-            await self.service.resubscribe(call_id)
+            await self.calls.resubscribe(call_id)
             # the queue half's name, which a transfer's AMI Redirect needs
             queue_half = await self.ari.get(f"/channels/{call_id}")
             session.data["channel_name"] = str((queue_half or {}).get("name", ""))
@@ -159,7 +163,7 @@ class KioskService:
             leg.end_reason = "error"
             await self._teardown(call_id)
             await self._finish(session, "error")
-            self.dispatcher.later(call_id, "MadoKioskGone", 0)  # lets the call's task end
+            self.registry.later(call_id, "MadoKioskGone", 0)  # lets the call's task end
             return
         session.state = "queued"
         rec.write(store.call_answered, call_id, datetime.now(UTC),
@@ -174,7 +178,7 @@ class KioskService:
         restart), because every id derives from the session id."""
         if not SESSION_ID.fullmatch(cmd.session_id):
             raise CommandError("bad_session", "session ids are 32 hexadecimal characters")
-        session = self.dispatcher.sessions.get(cmd.session_id)
+        session = self.registry.sessions.get(cmd.session_id)
         if session is not None:
             if session.tenant != cmd.tenant:
                 raise CommandError("unknown_call", "no such kiosk session for this tenant")
@@ -203,7 +207,7 @@ class KioskService:
             await self._teardown(session.call_id)
 
     def agent_connected(self, call_id: str, agent: str) -> None:
-        session = self.dispatcher.sessions.get(call_id)
+        session = self.registry.sessions.get(call_id)
         if session is None or session.kind != "kiosk":
             return
         # the session stays "queued" like a phone call answered from the queue, so
@@ -216,8 +220,8 @@ class KioskService:
         leg = session.data["kiosk"]
         await self._teardown(session.call_id)
         reason = leg.end_reason or ("operator_hangup" if leg.connected else "ended")
-        await self.dispatcher.transfers.caller_gone(session)
-        await self.service.channel_destroyed(session, event)
+        await self.transfers.caller_gone(session)
+        await self.calls.channel_destroyed(session, event)
         await self._finish(session, reason)
 
     # ----------------------------------------------------------------- helpers
@@ -259,7 +263,7 @@ class KioskService:
         except RedisError as exc:
             logger.warning("%s: kiosk session state not written (Redis: %s)",
                            session.call_id, exc)
-        self.service.recorder.publish(KioskCallState(
+        self.recorder.publish(KioskCallState(
             session_id=leg.session_id, call_id=session.call_id, tenant=session.tenant,
             kiosk=leg.kiosk, state=state, agent=agent, reason=reason,
             asterisk_rtp=leg.asterisk_rtp if state == "queued" else ""))

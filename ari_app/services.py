@@ -11,7 +11,6 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,11 +18,9 @@ from zoneinfo import ZoneInfo
 from ari_app.ari_ import AriClient
 from ari_app.exceptions import AriError, AriNotFound
 from ari_app.notifier import Notifier
-from ari_app.supervision import SupervisionService
-from ari_app.survey import SurveyService
+from ari_app.session import CallSession
 from ari_app.timeline import CachedCalendar, CalendarStore, NewCall, Recorder, TimelineStore
 from ari_app.transcription import TranscriptionService
-from ari_app.transfers import Transfer
 from common.events import (
     CallAnswered,
     CallArrived,
@@ -50,30 +47,12 @@ def ari_time(event: dict[str, Any]) -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass
-class CallSession:
-    """Live state of one caller channel inside the controller."""
-
-    channel_id: str
-    call_id: str
-    tenant: str = ""
-    service: Service | None = None
-    state: str = "new"  # new | greeting | rejecting | queued | ended
-    playback_id: str | None = None
-    after_playback: Callable[[], Awaitable[None]] | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    kind: str = "call"  # call | callback (a placeholder that reached an operator)
-    transfer: Transfer | None = None
-    # other channels of this call the controller owns (operator, staff), and its bridges
-    legs: set[str] = field(default_factory=set)
-    bridges: set[str] = field(default_factory=set)
-
-
 class CallService:
     def __init__(self, ari: AriClient, store: TimelineStore, notifier: Notifier,
                  settings: Settings, calendar: CalendarStore | CachedCalendar,
                  clock: Callable[[], datetime] | None = None,
-                 recorder: Recorder | None = None) -> None:
+                 recorder: Recorder | None = None,
+                 transcription: TranscriptionService | None = None) -> None:
         self.ari = ari
         self.store = store
         self.notifier = notifier
@@ -82,11 +61,7 @@ class CallService:
         self.recorder = recorder or Recorder(notifier.publish)
         self.clock = clock or (lambda: datetime.now(UTC))
         self.tz = ZoneInfo(settings.site.timezone)
-        self.survey = SurveyService(self)
-        self.supervision = SupervisionService(self)
-        self.transcription: TranscriptionService | None = None  # set by the controller
-        # set by the dispatcher: deliver an event to a call's task after a delay
-        self.later: Callable[[str, str, float], None] = lambda _call, _kind, _delay: None
+        self.transcription = transcription
         self.prompts: dict[str, str] = {
             name: spec["fallback"] for name, spec in load_prompts().items()
         }

@@ -15,8 +15,13 @@ from typing import Any
 
 from ari_app.callbacks import CallbackService
 from ari_app.exceptions import AriNotFound
+from ari_app.kiosk import KioskService
 from ari_app.queues import CommandError
-from ari_app.services import CallService, CallSession
+from ari_app.services import CallService
+from ari_app.session import CallSession
+from ari_app.supervision import SupervisionService
+from ari_app.survey import SurveyService
+from ari_app.transcription import TranscriptionService
 from ari_app.transfers import TransferService
 
 logger = logging.getLogger(__name__)
@@ -44,17 +49,23 @@ def channel_of(event: dict[str, Any]) -> str | None:
 
 class StasisDispatcher:
     def __init__(self, service: CallService, transfers: TransferService,
-                 callbacks: CallbackService) -> None:
+                 callbacks: CallbackService, survey: SurveyService,
+                 supervision: SupervisionService,
+                 transcription: TranscriptionService | None) -> None:
         self.service = service
         self.transfers = transfers
         self.callbacks = callbacks
+        self.survey = survey
+        self.supervision = supervision
+        self.transcription = transcription
         callbacks.later = self.later
-        service.later = self.later
+        survey.later = self.later
         self.sessions: dict[str, CallSession] = {}
         self._queues: dict[str, asyncio.Queue[dict[str, Any] | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.seen_stasis_start = 0
-        self.kiosk: Any = None  # ari_app.kiosk.KioskService, set by the controller
+        # set by the controller (the kiosk service opens its sessions here)
+        self.kiosk: KioskService
 
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type", "")
@@ -77,8 +88,8 @@ class StasisDispatcher:
                 self._queues[channel_id].put_nowait(event)
                 return
             if name.startswith(INTERNAL_PREFIXES) or "inbound" not in args:
-                if self.service.transcription is not None:  # snoop/ExternalMedia legs
-                    self.service.transcription.channel_entered(channel_id)
+                if self.transcription is not None:  # snoop/ExternalMedia legs
+                    self.transcription.channel_entered(channel_id)
                 logger.debug("StasisStart for %s (%s) is not an inbound call", name, args)
                 return
             self.seen_stasis_start += 1
@@ -159,79 +170,11 @@ class StasisDispatcher:
                     future.set_exception(CommandError("call_gone", "the call has ended"))
 
     async def _handle(self, session: CallSession, event: dict[str, Any]) -> None:
+        """One event of a call; a failure goes back to its command, or the call is rescued."""
         kind = event.get("type")
         future: asyncio.Future[Any] | None = event.get("future")
-        leg = event.get("mado_leg")
         try:
-            if leg is not None and session.kind == "kiosk" and self.kiosk.owns(session, leg):
-                await self.kiosk.leg_event(session, event)
-            elif leg is not None and session.kind == "callback":
-                if kind == "StasisStart":
-                    await self.callbacks.citizen_answered(session, event)
-                elif kind == "ChannelDestroyed":
-                    await self.callbacks.leg_destroyed(session, event)
-            elif leg is not None:
-                supervision = self.service.supervision
-                if kind == "StasisStart":
-                    if not await supervision.leg_started(session, event):
-                        await self.transfers.stasis_start(session, event)
-                elif kind == "ChannelDestroyed":
-                    if leg == session.data.get("agent_channel_id"):
-                        await supervision.stop(session, "call_ended")
-                    if not await supervision.leg_gone(session, leg):
-                        await self.transfers.leg_destroyed(session, event)
-                elif kind == "ChannelTransfer":
-                    await self.transfers.refer(session, event)
-            elif kind == "StasisStart":
-                args = event.get("args") or []
-                if session.kind == "callback":
-                    await self.callbacks.operator_reached(session, event)
-                elif args and args[0] == "transfer":
-                    await self.transfers.stasis_start(session, event)
-                elif args and args[0] == "callback":
-                    await self.callbacks.offer(session, event)
-                elif args and args[0] == "survey":
-                    await self.service.survey.ask(session)
-                else:
-                    await self.service.inbound(session, event)
-            elif kind == "ChannelDtmfReceived":
-                if session.state == "survey":
-                    await self.service.survey.dtmf(session, event)
-                else:
-                    await self.callbacks.dtmf(session, event)
-            elif kind == "MadoSurveyTimeout":
-                await self.service.survey.timeout(session)
-            elif kind == "MadoCallbackTimeout":
-                await self.callbacks.timeout(session)
-            elif kind == "MadoAgentConnected":
-                await self.service.agent_connected(session, event["agent"],
-                                                   event["channel_name"],
-                                                   event["agent_channel_id"])
-            elif kind == "MadoCall":
-                result = await event["call"](session)
-                if future is not None and not future.done():
-                    future.set_result(result)
-            elif kind == "MadoResume":
-                await self.service.inbound(session, event, resumed=True)
-            elif kind == "MadoWatch":
-                if await self.service.watch_again(session, event["channel"]):
-                    await self.transfers.take_over(session)
-            elif kind == "ChannelUserevent" and event.get("eventname") == "MadoPrompt":
-                await self.service.dialplan_prompt(session, event)
-            elif kind == "PlaybackFinished":
-                await self.service.playback_finished(session, event)
-            elif kind == "ChannelDestroyed":
-                # every kind of call: its snoops, ExternalMedia channels, bridges and
-                # stream registrations go with it
-                if self.service.transcription is not None:
-                    await self.service.transcription.stop(session)
-                if session.kind == "kiosk":
-                    await self.kiosk.call_ended(session, event)
-                elif session.kind == "callback":
-                    await self.callbacks.placeholder_gone(session)
-                else:
-                    await self.transfers.caller_gone(session)
-                    await self.service.channel_destroyed(session, event)
+            await self._route(session, event)
         except AriNotFound as exc:
             logger.info("%s: channel gone while handling %s (caller hung up)",
                         session.call_id, kind)
@@ -251,6 +194,110 @@ class StasisDispatcher:
             logger.exception("%s: handling %s failed; sending the call on safely",
                              session.call_id, kind)
             await self.service.rescue(session)
+
+    async def _route(self, session: CallSession, event: dict[str, Any]) -> None:
+        """Hand an event to whoever owns it: the caller's channel, or another leg."""
+        leg = event.get("mado_leg")
+        if leg is None:
+            await self._caller_event(session, event)
+        elif session.kind == "kiosk" and self.kiosk.owns(session, leg):
+            await self.kiosk.leg_event(session, event)
+        elif session.kind == "callback":
+            await self._citizen_event(session, event)
+        else:
+            await self._leg_event(session, event, leg)
+
+    async def _citizen_event(self, session: CallSession, event: dict[str, Any]) -> None:
+        """An event of the citizen's leg a callback dialled."""
+        kind = event.get("type")
+        if kind == "StasisStart":
+            await self.callbacks.citizen_answered(session, event)
+        elif kind == "ChannelDestroyed":
+            await self.callbacks.leg_destroyed(session, event)
+
+    async def _leg_event(self, session: CallSession, event: dict[str, Any], leg: str) -> None:
+        """Another leg's event (operator, staff, supervisor): supervision first, then transfer."""
+        kind = event.get("type")
+        supervision = self.supervision
+        if kind == "StasisStart":
+            if not await supervision.leg_started(session, event):
+                await self.transfers.stasis_start(session, event)
+        elif kind == "ChannelDestroyed":
+            if leg == session.data.get("agent_channel_id"):
+                await supervision.stop(session, "call_ended")
+            if not await supervision.leg_gone(session, leg):
+                await self.transfers.leg_destroyed(session, event)
+        elif kind == "ChannelTransfer":
+            await self.transfers.refer(session, event)
+
+    async def _caller_event(self, session: CallSession, event: dict[str, Any]) -> None:
+        """An event of the call's own channel, or one the controller hands to its task."""
+        kind = event.get("type")
+        if kind == "StasisStart":
+            await self._stasis_start(session, event)
+        elif kind == "ChannelDtmfReceived":
+            if session.state == "survey":
+                await self.survey.dtmf(session, event)
+            else:
+                await self.callbacks.dtmf(session, event)
+        elif kind == "ChannelUserevent" and event.get("eventname") == "MadoPrompt":
+            await self.service.dialplan_prompt(session, event)
+        elif kind == "PlaybackFinished":
+            await self.service.playback_finished(session, event)
+        elif kind == "ChannelDestroyed":
+            await self._channel_destroyed(session, event)
+        else:
+            await self._controller_event(session, event)
+
+    async def _stasis_start(self, session: CallSession, event: dict[str, Any]) -> None:
+        """The call's channel entered the app: the dialplan's arguments say for what."""
+        args = event.get("args") or []
+        if session.kind == "callback":
+            await self.callbacks.operator_reached(session, event)
+        elif args and args[0] == "transfer":
+            await self.transfers.stasis_start(session, event)
+        elif args and args[0] == "callback":
+            await self.callbacks.offer(session, event)
+        elif args and args[0] == "survey":
+            await self.survey.ask(session)
+        else:
+            await self.service.inbound(session, event)
+
+    async def _controller_event(self, session: CallSession, event: dict[str, Any]) -> None:
+        """The controller's own events (``Mado*``): timers, answers, commands, restarts."""
+        kind = event.get("type")
+        if kind == "MadoSurveyTimeout":
+            await self.survey.timeout(session)
+        elif kind == "MadoCallbackTimeout":
+            await self.callbacks.timeout(session)
+        elif kind == "MadoAgentConnected":
+            await self.service.agent_connected(session, event["agent"],
+                                               event["channel_name"],
+                                               event["agent_channel_id"])
+        elif kind == "MadoCall":
+            result = await event["call"](session)
+            future: asyncio.Future[Any] | None = event.get("future")
+            if future is not None and not future.done():
+                future.set_result(result)
+        elif kind == "MadoResume":
+            await self.service.inbound(session, event, resumed=True)
+        elif kind == "MadoWatch":
+            if await self.service.watch_again(session, event["channel"]):
+                await self.transfers.take_over(session)
+
+    async def _channel_destroyed(self, session: CallSession, event: dict[str, Any]) -> None:
+        """The call's channel is gone: release what that kind of call still holds."""
+        # every kind of call: its snoops, ExternalMedia channels, bridges and stream
+        # registrations go with it
+        if self.transcription is not None:
+            await self.transcription.stop(session)
+        if session.kind == "kiosk":
+            await self.kiosk.call_ended(session, event)
+        elif session.kind == "callback":
+            await self.callbacks.placeholder_gone(session)
+        else:
+            await self.transfers.caller_gone(session)
+            await self.service.channel_destroyed(session, event)
 
     async def close(self) -> None:
         for queue in self._queues.values():

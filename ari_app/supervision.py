@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ari_app.ari_ import AriClient
 from ari_app.exceptions import AriError
 from ari_app.queues import CommandError
-
-if TYPE_CHECKING:
-    from ari_app.services import CallService, CallSession
+from ari_app.session import CallSession
+from ari_app.timeline import TimelineStore
+from common.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +28,12 @@ WHISPER = {"listen": "none", "whisper": "out", "barge": "both"}
 
 
 class SupervisionService:
-    def __init__(self, service: CallService) -> None:
-        self.service = service
-        self.ari = service.ari
-        self.app = service.settings.asterisk.ari_app
-        self.phones = {ep for ep, _ext in service.settings.operators.endpoints()}
-        self.extensions = {ext: ep for ep, ext in service.settings.operators.endpoints()}
+    def __init__(self, ari: AriClient, store: TimelineStore, settings: Settings) -> None:
+        self.ari = ari
+        self.store = store
+        self.app = settings.asterisk.ari_app
+        self.phones = {ep for ep, _ext in settings.operators.endpoints()}
+        self.extensions = {ext: ep for ep, ext in settings.operators.endpoints()}
 
     def _endpoint(self, value: str) -> str:
         endpoint = self.extensions.get(value, value)
@@ -117,7 +118,7 @@ class SupervisionService:
         listen = listen or session.data.get("listen") or {}
         at = datetime.now(UTC)
         await asyncio.to_thread(
-            self.service.store.record, session.call_id, "supervision", at,
+            self.store.record, session.call_id, "supervision", at,
             {"mode": listen.get("mode"), "supervisor": listen.get("supervisor"),
              "phone": listen.get("endpoint"), "result": result},
             f"supervision:{result}:{at.timestamp():.6f}")

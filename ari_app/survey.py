@@ -15,19 +15,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ari_app.services import CallService, CallSession
+from ari_app.ari_ import AriClient
+from ari_app.session import CallActions, CallSession
+from ari_app.timeline import TimelineStore
+from common.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
 class SurveyService:
-    def __init__(self, service: CallService) -> None:
-        self.service = service
-        self.ari = service.ari
+    def __init__(self, ari: AriClient, store: TimelineStore, settings: Settings,
+                 calls: CallActions) -> None:
+        self.ari = ari
+        self.store = store
+        self.settings = settings
+        self.calls = calls
+        # set by the dispatcher: deliver an event to a call's task after a delay
+        self.later: Callable[[str, str, float], None] = lambda _call, _kind, _delay: None
         self.answer_seconds = 10.0
 
     def wanted(self, session: CallSession) -> bool:
@@ -39,12 +47,12 @@ class SurveyService:
     async def ask(self, session: CallSession) -> None:
         session.state = "survey"
         session.data["survey_started"] = asyncio.get_running_loop().time()
-        await asyncio.to_thread(self.service.store.record, session.call_id, "survey_asked",
+        await asyncio.to_thread(self.store.record, session.call_id, "survey_asked",
                                 datetime.now(UTC), {})
         await self.ari.post(f"/channels/{session.channel_id}/play",
-                            media=f"sound:{self.service.prompts['survey_question']}",
-                            lang=self.service.settings.site.language)
-        self.service.later(session.channel_id, "MadoSurveyTimeout", self.answer_seconds + 6)
+                            media=f"sound:{self.calls.prompts['survey_question']}",
+                            lang=self.settings.site.language)
+        self.later(session.channel_id, "MadoSurveyTimeout", self.answer_seconds + 6)
 
     async def dtmf(self, session: CallSession, event: dict[str, Any]) -> None:
         digit = str(event.get("digit", ""))
@@ -52,18 +60,18 @@ class SurveyService:
             return
         score = int(digit)
         session.state = "survey_done"
-        await asyncio.to_thread(self.service.store.record, session.call_id, "survey",
+        await asyncio.to_thread(self.store.record, session.call_id, "survey",
                                 datetime.now(UTC), {"score": score, "channel": "phone"})
-        await asyncio.to_thread(self.service.store.update_call, session.call_id,
+        await asyncio.to_thread(self.store.update_call, session.call_id,
                                 survey_score=score)
         logger.info("%s: survey answered", session.call_id)
-        await self.service.play_then(session, "survey_thanks",
-                                     lambda: self.service.hangup(session))
+        await self.calls.play_then(session, "survey_thanks",
+                                   lambda: self.calls.hangup(session))
 
     async def timeout(self, session: CallSession) -> None:
         if session.state != "survey":
             return
         session.state = "survey_done"
-        await asyncio.to_thread(self.service.store.record, session.call_id, "survey",
+        await asyncio.to_thread(self.store.record, session.call_id, "survey",
                                 datetime.now(UTC), {"score": None, "channel": "phone"})
-        await self.service.hangup(session)
+        await self.calls.hangup(session)

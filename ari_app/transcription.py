@@ -22,13 +22,18 @@ import asyncio
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from ari_app.ari_ import AriClient
 from ari_app.exceptions import AriError
+from ari_app.notifier import Notifier
+from ari_app.session import CallSession
 from common.console_events import suggestions_key, transcript_key
 from common.keys import Keys
+from common.settings import Settings
 from common.transcription import (
     COMPONENT,
     StreamInfo,
@@ -38,11 +43,6 @@ from common.transcription import (
     state_key,
     streams_key,
 )
-
-if TYPE_CHECKING:
-    import redis.asyncio as aioredis
-
-    from ari_app.services import CallService, CallSession
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +57,15 @@ DIRECTIONS = ("in", "out")  # what the caller says, what the caller hears
 
 
 class TranscriptionService:
-    def __init__(self, service: CallService, client: aioredis.Redis, keys: Keys) -> None:
-        self.service = service
-        self.ari = service.ari
+    def __init__(self, ari: AriClient, notifier: Notifier, settings: Settings,
+                 client: aioredis.Redis, keys: Keys) -> None:
+        self.ari = ari
+        self.notifier = notifier
+        self.settings = settings
         self.redis = client
         self.keys = keys
-        self.cfg = service.settings.transcription
-        self.app = service.settings.asterisk.ari_app
+        self.cfg = settings.transcription
+        self.app = settings.asterisk.ari_app
         self._entered: dict[str, asyncio.Future[None]] = {}
         # answered calls no transcriber took (none up): started when one is
         self._waiting: dict[str, CallSession] = {}
@@ -161,7 +163,7 @@ class TranscriptionService:
         variables = (reply or {}).get("channelvars") or {}
         local = str(variables.get("UNICASTRTP_LOCAL_ADDRESS", ""))
         if local in ("", "0.0.0.0", "::"):
-            local = self.service.settings.asterisk.host
+            local = self.settings.asterisk.host
         source = f"{local}:{variables.get('UNICASTRTP_LOCAL_PORT', '')}"
         info = StreamInfo(call_id=session.call_id, tenant=session.tenant, speaker=speaker,
                           started_at=started_at,
@@ -314,5 +316,5 @@ class TranscriptionService:
             await self.redis.set(state_key(self.keys, session.call_id), value, ex=ttl)
         except RedisError as exc:
             logger.warning("%s: transcription state not saved (%s)", session.call_id, exc)
-        await self.service.notifier.publish(TranscriptUpdated(
+        await self.notifier.publish(TranscriptUpdated(
             call_id=session.call_id, tenant=session.tenant, what="state", state=state))

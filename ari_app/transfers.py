@@ -24,17 +24,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ari_app.ami import AmiConnection
+from ari_app.ari_ import AriClient
 from ari_app.exceptions import AriError, AriNotFound
 from ari_app.queues import CommandError
-from common.settings import staff_endpoint
-
-if TYPE_CHECKING:
-    from ari_app.services import CallService, CallSession
+from ari_app.session import CallActions, CallSession, Transfer
+from ari_app.supervision import SupervisionService
+from ari_app.survey import SurveyService
+from ari_app.timeline import TimelineStore
+from ari_app.transcription import TranscriptionService
+from common.settings import Settings, staff_endpoint
 
 logger = logging.getLogger(__name__)
 
@@ -43,31 +45,19 @@ FAILURE_REASONS = {17: "busy", 18: "no_answer", 19: "no_answer", 20: "unavailabl
                    21: "rejected", 3: "unavailable", 1: "unavailable", 34: "unavailable"}
 
 
-@dataclass
-class Transfer:
-    kind: str  # blind | attended
-    target: str  # extension
-    endpoint: str  # PJSIP endpoint of the staff phone
-    department: str
-    note: str
-    operator: str  # operator phone endpoint
-    agent_channel: str = ""  # operator leg (channel id)
-    staff_channel: str = ""
-    bridge: str = ""
-    phase: str = "redirecting"  # redirecting | ringing | consulting | connected | returning
-    caller_in: bool = False
-    agent_in: bool = False
-    staff_up: bool = False
-    started: float = 0.0
-
-
 class TransferService:
-    def __init__(self, service: CallService, ami: AmiConnection) -> None:
-        self.service = service
-        self.ari = service.ari
+    def __init__(self, ari: AriClient, ami: AmiConnection, store: TimelineStore,
+                 settings: Settings, calls: CallActions, supervision: SupervisionService,
+                 survey: SurveyService, transcription: TranscriptionService | None) -> None:
+        self.ari = ari
         self.ami = ami
-        self.settings = service.settings
-        self.app = service.settings.asterisk.ari_app
+        self.store = store
+        self.settings = settings
+        self.calls = calls
+        self.supervision = supervision
+        self.survey = survey
+        self.transcription = transcription
+        self.app = settings.asterisk.ari_app
         self.ring_seconds = 20
 
     # ---------------------------------------------------------- directory
@@ -97,7 +87,7 @@ class TransferService:
         if not agent_channel or session.state != "queued":
             raise CommandError("not_connected", "the call is not connected to an operator")
         ext, endpoint, department = self.resolve(session.tenant, target)
-        await self.service.supervision.stop(session, "transferred")
+        await self.supervision.stop(session, "transferred")
         transfer = Transfer(kind=kind, target=ext, endpoint=endpoint, department=department,
                             note=note, operator=session.data.get("agent", ""),
                             agent_channel=agent_channel_id,
@@ -272,8 +262,8 @@ class TransferService:
 
     async def _after_staff(self, session: CallSession) -> None:
         """The staff member hung up first: survey the caller, or end the call."""
-        if self.service.survey.wanted(session):
-            await self.service.survey.ask(session)
+        if self.survey.wanted(session):
+            await self.survey.ask(session)
         else:
             await self._hangup(session.channel_id)
 
@@ -297,7 +287,7 @@ class TransferService:
         await self._ignore_gone(self.ari.delete(f"/channels/{session.channel_id}/ring"))
         await self._ignore_gone(self.ari.delete(f"/channels/{session.channel_id}/moh"))
         if reason not in ("cancelled",):
-            await self.service.play_prompt(session, "transfer_failed")
+            await self.calls.play_prompt(session, "transfer_failed")
         if transfer.agent_channel:
             # attended: the operator is still in the bridge
             await self.ari.post(f"/bridges/{transfer.bridge}/addChannel",
@@ -368,51 +358,75 @@ class TransferService:
         if bridge is not None:
             session.bridges.add(str(bridge["id"]))
         if session.channel_id in members:
-            # connected: the staff leg becomes the call's, its hang-up ends the call
-            for leg in members:
-                if leg != session.channel_id:
-                    await self._adopt(session, leg)
-                    session.data["adopted_staff"] = leg
-            logger.info("%s watched again after a restart (transferred, %d leg(s))",
-                        call_id, len(session.legs))
+            await self._take_over_connected(session, members)
             return
-        row = await asyncio.to_thread(self.service.store.last_event, call_id, "transfer")
+        row = await asyncio.to_thread(self.store.last_event, call_id, "transfer")
         result = str((row or {}).get("result", ""))
         if row is None or result not in ("started", "ringing", "consulting") or \
                 (bridge is None) != (result == "started"):
-            logger.warning("%s: caller left inside a transfer with no record of it (%s); to "
-                           "the front of the queue", call_id, result or "no record")
-            for leg in members + [c for c in channels if c.startswith(f"{call_id}-staff-")]:
-                await self._hangup(leg)
-            stray = Transfer(kind="blind", target="", endpoint="", department="", note="",
-                             operator="", bridge=str((bridge or {}).get("id", "")))
-            session.transfer = stray
-            await self._to_queue_front(session, stray)
+            await self._drop_unrecorded(session, result, channels, bridge, members)
             return
-        transfer = Transfer(kind=str(row.get("kind", "blind")), target=str(row["target"]),
-                            endpoint=staff_endpoint(str(row["target"])),
-                            department=str(row.get("department", "")),
-                            note=str(row.get("note", "")), operator=str(row.get("operator", "")),
-                            caller_in=True, started=asyncio.get_running_loop().time())
+        transfer = self._recorded(row)
         session.transfer = transfer
         if bridge is None:
-            # the controller died between the Redirect and the bridge: the operator's leg
-            # waits in Stasis too (unless they hung up); go on from there
-            agent = next((cid for cid, c in channels.items()
-                          if str((c.get("dialplan") or {}).get("app_data", "")).endswith(
-                              "transfer,agent")
-                          and str(c.get("name", "")).startswith(f"PJSIP/{transfer.operator}-")),
-                         "")
-            if agent:
-                transfer.agent_channel, transfer.agent_in = agent, True
-                await self._adopt(session, agent)
-            else:
-                transfer.kind = "blind"  # no operator left to consult with
-            logger.info("%s watched again after a restart (transfer redirected, %s)",
-                        call_id, "operator waiting" if agent else "operator gone")
-            await self._both_in(session, transfer)
+            await self._take_over_redirected(session, transfer, channels)
             return
-        assert bridge is not None
+        await self._take_over_bridged(session, transfer, channels, bridge, members)
+        await self._go_on_from_staff(session, transfer, result, channels)
+
+    async def _take_over_connected(self, session: CallSession, members: list[str]) -> None:
+        """Caller and staff were talking: the staff leg becomes the call's (its hang-up ends it)."""
+        for leg in members:
+            if leg != session.channel_id:
+                await self._adopt(session, leg)
+                session.data["adopted_staff"] = leg
+        logger.info("%s watched again after a restart (transferred, %d leg(s))",
+                    session.call_id, len(session.legs))
+
+    async def _drop_unrecorded(self, session: CallSession, result: str, channels: dict[str, Any],
+                               bridge: Any, members: list[str]) -> None:
+        """No record matches what Asterisk has: release the legs, caller to the queue front."""
+        call_id = session.call_id
+        logger.warning("%s: caller left inside a transfer with no record of it (%s); to "
+                       "the front of the queue", call_id, result or "no record")
+        for leg in members + [c for c in channels if c.startswith(f"{call_id}-staff-")]:
+            await self._hangup(leg)
+        stray = Transfer(kind="blind", target="", endpoint="", department="", note="",
+                         operator="", bridge=str((bridge or {}).get("id", "")))
+        session.transfer = stray
+        await self._to_queue_front(session, stray)
+
+    @staticmethod
+    def _recorded(row: dict[str, Any]) -> Transfer:
+        """The transfer as its last timeline row describes it, the caller already in."""
+        return Transfer(kind=str(row.get("kind", "blind")), target=str(row["target"]),
+                        endpoint=staff_endpoint(str(row["target"])),
+                        department=str(row.get("department", "")),
+                        note=str(row.get("note", "")), operator=str(row.get("operator", "")),
+                        caller_in=True, started=asyncio.get_running_loop().time())
+
+    async def _take_over_redirected(self, session: CallSession, transfer: Transfer,
+                                    channels: dict[str, Any]) -> None:
+        """The controller died between the Redirect and the bridge: go on from there."""
+        # the operator's leg waits in Stasis too, unless they hung up
+        agent = next((cid for cid, c in channels.items()
+                      if str((c.get("dialplan") or {}).get("app_data", "")).endswith(
+                          "transfer,agent")
+                      and str(c.get("name", "")).startswith(f"PJSIP/{transfer.operator}-")),
+                     "")
+        if agent:
+            transfer.agent_channel, transfer.agent_in = agent, True
+            await self._adopt(session, agent)
+        else:
+            transfer.kind = "blind"  # no operator left to consult with
+        logger.info("%s watched again after a restart (transfer redirected, %s)",
+                    session.call_id, "operator waiting" if agent else "operator gone")
+        await self._both_in(session, transfer)
+
+    async def _take_over_bridged(self, session: CallSession, transfer: Transfer,
+                                 channels: dict[str, Any], bridge: Any, members: list[str]) -> None:
+        """The bridge is up: rebuild who is in it (operator, staff) and watch them."""
+        call_id = session.call_id
         staff = next((c for c in channels if c.startswith(f"{call_id}-staff-")), "")
         agent = next((m for m in members if m != staff), "")
         transfer.bridge = str(bridge["id"])
@@ -427,6 +441,11 @@ class TransferService:
                     transfer.phase, "gone" if not staff else
                     "talking" if transfer.staff_up else
                     str(channels[staff].get("state", "")).lower())
+
+    async def _go_on_from_staff(self, session: CallSession, transfer: Transfer, result: str,
+                                channels: dict[str, Any]) -> None:
+        """Act on what the staff phone did meanwhile (still ringing or consulting: nothing)."""
+        staff = transfer.staff_channel
         if not staff:
             if result == "consulting":  # the staff member had answered and left
                 await self._back_to_operator(session, transfer, "staff_hung_up")
@@ -436,7 +455,7 @@ class TransferService:
                 (channels[staff].get("dialplan") or {}).get("app_name") == "Stasis":
             # answered while no controller was there: its StasisStart went to nobody
             await self._staff_answered(session, transfer, staff)
-        elif transfer.staff_up and not agent:
+        elif transfer.staff_up and not transfer.agent_channel:
             # the operator left meanwhile (or a blind transfer was half joined): caller and
             # staff talk
             await self._ignore_gone(self.ari.delete(f"/channels/{session.channel_id}/ring"))
@@ -444,7 +463,7 @@ class TransferService:
 
     async def _adopt(self, session: CallSession, leg: str) -> None:
         session.legs.add(leg)
-        await self.service.resubscribe(leg)
+        await self.calls.resubscribe(leg)
 
     # ------------------------------------------------------------ helpers
 
@@ -456,11 +475,11 @@ class TransferService:
                 "department": transfer.department, "operator": transfer.operator,
                 "result": result, "reason": reason, "note": transfer.note}
         at = datetime.now(UTC)
-        await asyncio.to_thread(self.service.store.record, session.call_id, "transfer", at,
+        await asyncio.to_thread(self.store.record, session.call_id, "transfer", at,
                                 data, f"transfer:{result}:{at.timestamp():.6f}")
-        await self.service.publish_transfer(session, data)
-        if self.service.transcription is not None and result in ("answered", "returned"):
-            await self.service.transcription.speaker(
+        await self.calls.publish_transfer(session, data)
+        if self.transcription is not None and result in ("answered", "returned"):
+            await self.transcription.speaker(
                 session, "staff" if result == "answered" else "operator")
 
     async def _hangup(self, channel_id: str) -> None:
