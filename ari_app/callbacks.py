@@ -242,7 +242,7 @@ class CallbackService:
                 for key, value in values.items():
                     setattr(callback, key, value)
 
-    def _load(self, cb_id: int) -> Callback | None:
+    def load(self, cb_id: int) -> Callback | None:
         with self.factory() as db:
             return db.get(Callback, cb_id)
 
@@ -252,7 +252,7 @@ class CallbackService:
         """The placeholder reached an operator: tell them, then dial the citizen."""
         args = event.get("args") or []
         cb_id = int(args[1]) if len(args) > 1 and str(args[1]).isdigit() else 0
-        callback = self._load(cb_id)
+        callback = self.load(cb_id)
         if callback is None or callback.status in ("failed", "completed"):
             await self.calls.hangup(session)  # unknown, or closed meanwhile (cancelled)
             return
@@ -316,7 +316,7 @@ class CallbackService:
 
     async def _not_reached(self, session: CallSession, reason: str) -> None:
         cb_id = int(session.data.get("cb_id", 0))
-        callback = self._load(cb_id)
+        callback = self.load(cb_id)
         if callback is None:
             return
         await asyncio.to_thread(self.store.record, session.call_id,

@@ -17,8 +17,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from ari_app.exceptions import CommandError
 from ari_app.notifier import Notifier
-from ari_app.queues import CommandError
 from common import commands as cmds
 from common.events import Event, EventError, decode
 from common.keys import Keys

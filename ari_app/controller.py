@@ -17,11 +17,11 @@ from ari_app.ami import AmiConnection
 from ari_app.ari_ import AriClient
 from ari_app.callbacks import CallbackService, callback_of_channel
 from ari_app.commands import CommandConsumer
-from ari_app.exceptions import AriError, AriUnavailable
+from ari_app.exceptions import AriError, AriUnavailable, CommandError
 from ari_app.kiosk import KioskService
 from ari_app.notifier import Notifier
 from ari_app.presence import PresenceMonitor
-from ari_app.queues import CommandError, QueueManager
+from ari_app.queues import QueueManager
 from ari_app.services import CallService
 from ari_app.session import CallSession
 from ari_app.stasis import StasisDispatcher
@@ -154,7 +154,7 @@ class Controller:
             return str(event.get("Uniqueid", "")), False
         call_id = self.callbacks.call_of.get(cb_id)
         if call_id is None:
-            callback = self.callbacks._load(cb_id)
+            callback = self.callbacks.load(cb_id)
             call_id = callback.call_id if callback else ""
             if call_id:
                 self.callbacks.call_of[cb_id] = call_id

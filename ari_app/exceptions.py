@@ -27,3 +27,11 @@ class AriAuthError(Exception):
 
 class AriUnavailable(Exception):
     """ARI could not be reached at all."""
+
+
+class CommandError(Exception):
+    """A command that cannot be carried out; ``code`` for the console, message for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)

@@ -25,8 +25,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ari_app.ari_ import AriClient
-from ari_app.exceptions import AriError, AriNotFound
-from ari_app.queues import CommandError
+from ari_app.exceptions import AriError, AriNotFound, CommandError
 from ari_app.session import CallActions, CallRegistry, CallSession
 from ari_app.timeline import NewCall, Recorder, TimelineStore
 from ari_app.transfers import TransferService

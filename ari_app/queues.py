@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ari_app.ami import AmiConnection
+from ari_app.exceptions import CommandError
 from ari_app.notifier import Notifier
 from ari_app.timeline import NewCall, Recorder, TimelineStore
 from common.commands import (
@@ -47,14 +48,6 @@ DEVICE_STATUS = {
 
 
 BUSY_STATUSES = ("in_use", "busy", "ringinuse", "on_hold")
-
-
-class CommandError(Exception):
-    """A command that cannot be carried out; ``code`` for the console, message for people."""
-
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        super().__init__(message)
 
 
 def ami_time(event: Any) -> datetime:

@@ -14,9 +14,8 @@ import logging
 from typing import Any
 
 from ari_app.callbacks import CallbackService
-from ari_app.exceptions import AriNotFound
+from ari_app.exceptions import AriNotFound, CommandError
 from ari_app.kiosk import KioskService
-from ari_app.queues import CommandError
 from ari_app.services import CallService
 from ari_app.session import CallSession
 from ari_app.supervision import SupervisionService

@@ -16,8 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ari_app.ari_ import AriClient
-from ari_app.exceptions import AriError
-from ari_app.queues import CommandError
+from ari_app.exceptions import AriError, CommandError
 from ari_app.session import CallSession
 from ari_app.timeline import TimelineStore
 from common.settings import Settings

@@ -29,8 +29,7 @@ from typing import Any
 
 from ari_app.ami import AmiConnection
 from ari_app.ari_ import AriClient
-from ari_app.exceptions import AriError, AriNotFound
-from ari_app.queues import CommandError
+from ari_app.exceptions import AriError, AriNotFound, CommandError
 from ari_app.session import CallActions, CallSession, Transfer
 from ari_app.supervision import SupervisionService
 from ari_app.survey import SurveyService
