@@ -6,40 +6,49 @@ Japanese error messages are shown as they are. This module adds the web checks o
 the route's roles (``login_required``), other tenants' items answer 404 (audited), and
 nothing here is reachable by operators, staff or anonymous users.
 
-Rich text is the library's plain-text model: the answer is plain text, a blank line
-starts a paragraph, lines starting with ``- `` or ``・`` form a list, and links are
-written ``[label](https://...)``. ``render_body`` escapes everything and turns only
-http/https links into anchors, so no HTML typed by an editor ever reaches a page.
+The routes live here; reading the list's filters and the item form is
+``web.faq_forms``, showing an item (its rich text, diffs, labels) ``web.faq_display``.
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
-from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from markupsafe import Markup, escape
 from rq import Queue
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from common.models.accounts import ADMINISTRATOR, APPROVER, SUPERVISOR, User
-from common.models.faq import FaqItem
+from common.models.faq import FaqItem, FaqRevision
 from faq import jobs, services, store, transfer
-from faq.content import (
-    CHANNELS,
-    MANUAL_TYPES,
-    PUBLISHING_ROLES,
-    Actor,
-    Content,
-)
+from faq.content import CHANNELS, MANUAL_TYPES, PUBLISHING_ROLES, Actor, Content
 from faq.exceptions import FaqError, ImportFailed, NoSuchItem
 from web.access import audit_event, current_user, deny, login_required
 from web.db import get_db, get_keys, get_redis, get_settings
-from web.forms import field, has_control_chars
+from web.faq_display import (
+    action_labels,
+    channel_labels,
+    diff_lines,
+    kind_labels,
+    manual_type_labels,
+    render_body,
+    status_labels,
+)
+from web.faq_forms import (
+    KINDS,
+    REASON_MAX,
+    STATUSES,
+    bad_text,
+    form_content,
+    form_values,
+    list_filters,
+    matches_filters,
+    posted_version,
+)
+from web.forms import field
 from web.views import register_nav
 
 bp = Blueprint("faq_admin", __name__, url_prefix="/faq-admin")
@@ -53,99 +62,13 @@ READ_ROLES = EDIT_ROLES | APPROVE_ROLES
 """See unpublished text: lists, items, history, the approval queue, the report list."""
 PUBLISH_ROLES = frozenset(PUBLISHING_ROLES) & READ_ROLES
 
-TITLE_MAX = 500
-BODY_MAX = 20000
-SHORT_MAX = 100
-LIST_MAX = 1000
-REASON_MAX = 1000
-SECTIONS_MAX = 30
 BLANK_SECTIONS = 2
 UPLOAD_MAX = 1024 * 1024
-STATUSES = tuple(services.STATUS_LABELS)
-KINDS = ("faq", "manual")
 
 Reply = str | tuple[str, int] | Response | WerkzeugResponse
 
 register_nav("faq_admin.index", _l("FAQ and manuals"), READ_ROLES, order=50)
 register_nav("faq_admin.queue", _l("Approvals"), APPROVE_ROLES, order=51)
-
-
-# ------------------------------------------------------------------- rendering
-
-_LINK = re.compile(r"\[([^\]\n]+)\]\((https?://[^)\s]+)\)")
-_BULLET = re.compile(r"^\s*(?:- |・)")
-
-
-def _inline(line: str) -> str:
-    text = str(escape(line))
-    return _LINK.sub(r'<a href="\2" rel="noopener noreferrer">\1</a>', text)
-
-
-def render_body(text: str) -> Markup:
-    """Plain text with ``[label](https://...)`` links as safe HTML (p, br, ul, li, a)."""
-    out: list[str] = []
-    for block in re.split(r"\n\s*\n", text.replace("\r\n", "\n").strip()):
-        lines = [ln for ln in block.split("\n") if ln.strip()]
-        if not lines:
-            continue
-        if all(_BULLET.match(ln) for ln in lines):
-            items = "".join(f"<li>{_inline(_BULLET.sub('', ln, count=1))}</li>"
-                            for ln in lines)
-            out.append(f"<ul>{items}</ul>")
-        else:
-            out.append("<p>" + "<br>".join(_inline(ln) for ln in lines) + "</p>")
-    return Markup("".join(out))  # every piece of text above was escaped
-
-
-def diff_lines(diff: str) -> list[tuple[str, str]]:
-    """The stored unified diff as (kind, line): kind is add, del, head or same."""
-    out: list[tuple[str, str]] = []
-    for line in diff.splitlines():
-        if line.startswith(("+++", "---", "@@")):
-            out.append(("head", line))
-        elif line.startswith("+"):
-            out.append(("add", line))
-        elif line.startswith("-"):
-            out.append(("del", line))
-        else:
-            out.append(("same", line))
-    return out
-
-
-def status_labels() -> dict[str, str]:
-    return {"draft": _("Draft"), "submitted": _("Awaiting approval"),
-            "returned": _("Returned"), "approved": _("Approved"),
-            "published": _("Published"), "superseded": _("Superseded"),
-            "withdrawn": _("Withdrawn"), "discarded": _("Discarded")}
-
-
-def action_labels() -> dict[str, str]:
-    return {"created": _("Written"), "submitted": _("Submitted"), "approved": _("Approved"),
-            "returned": _("Returned"), "published": _("Published"),
-            "withdrawn": _("Withdrawn"), "discarded": _("Discarded"),
-            "acknowledged": _("Acknowledged")}
-
-
-def channel_labels() -> dict[str, str]:
-    return {"phone": _("Phone"), "kiosk": _("Remote window"), "both": _("Both")}
-
-
-def manual_type_labels() -> dict[str, str]:
-    return {"operation": _("Operation manual"),
-            "troubleshooting": _("Troubleshooting manual"),
-            "operator": _("Operator handling manual")}
-
-
-def kind_labels() -> dict[str, str]:
-    return {"faq": _("FAQ"), "manual": _("Manual")}
-
-
-def _labels() -> dict[str, Any]:
-    return {"status_labels": status_labels(), "action_labels": action_labels(),
-            "channel_labels": channel_labels(), "manual_type_labels": manual_type_labels(),
-            "kind_labels": kind_labels(), "render_body": render_body,
-            "diff_lines": diff_lines, "can_edit": _has(EDIT_ROLES),
-            "can_approve": _has(APPROVE_ROLES), "can_publish": _has(PUBLISH_ROLES)}
 
 
 # ------------------------------------------------------------------- helpers
@@ -160,6 +83,14 @@ def _me() -> User:
 def _has(roles: frozenset[str]) -> bool:
     user = current_user()
     return user is not None and bool(user.roles & roles)
+
+
+def _labels() -> dict[str, Any]:
+    return {"status_labels": status_labels(), "action_labels": action_labels(),
+            "channel_labels": channel_labels(), "manual_type_labels": manual_type_labels(),
+            "kind_labels": kind_labels(), "render_body": render_body,
+            "diff_lines": diff_lines, "can_edit": _has(EDIT_ROLES),
+            "can_approve": _has(APPROVE_ROLES), "can_publish": _has(PUBLISH_ROLES)}
 
 
 def faq_actor(user: User | None = None) -> Actor:
@@ -179,11 +110,6 @@ def _own_item(item_id: int) -> FaqItem:
     return item
 
 
-def _version() -> int | None:
-    raw = field("version", 12)
-    return int(raw) if raw.isdigit() else None
-
-
 def _after_commit(events: tuple[Any, ...]) -> str | None:
     client = get_redis()
     return jobs.after_commit(client, get_keys(), events,
@@ -199,8 +125,6 @@ def index_status() -> dict[str, Any]:
     if generation:
         raw = client.hget(store.IndexKeys(prefix).generation(generation), "built_at")
         if isinstance(raw, bytes):
-            from datetime import datetime
-
             try:
                 built_at = datetime.fromisoformat(raw.decode())
             except ValueError:
@@ -209,70 +133,16 @@ def index_status() -> dict[str, Any]:
     return {"generation": generation, "built_at": built_at, "queued": pending}
 
 
-def _bad_text(text: str) -> bool:
-    """Control characters other than line breaks and tabs (PostgreSQL refuses NUL)."""
-    return has_control_chars(text.replace("\n", "").replace("\r", "").replace("\t", ""))
-
-
-def _norm(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).lower()
-
-
 # ------------------------------------------------------------------- list
-
-
-@dataclass(frozen=True)
-class Filters:
-    kind: str = ""
-    status: str = ""
-    category: str = ""
-    department: str = ""
-    channel: str = ""
-    q: str = ""
-
-
-def _filters() -> tuple[Filters, dict[str, str]]:
-    def arg(name: str, limit: int = SHORT_MAX) -> str:
-        raw = request.args.get(name, "")
-        return unicodedata.normalize("NFC", raw).strip()[: limit * 2]
-
-    errors: dict[str, str] = {}
-    values = {n: arg(n) for n in ("kind", "status", "category", "department", "channel", "q")}
-    for name, allowed in (("kind", KINDS), ("status", STATUSES), ("channel", CHANNELS)):
-        if values[name] and values[name] not in allowed:
-            errors[name] = _("Choose a value from the list.")
-            values[name] = ""
-    for name in ("category", "department", "q"):
-        if len(values[name]) > SHORT_MAX or has_control_chars(values[name]):
-            errors[name] = _("At most %(n)d characters, without control characters.",
-                             n=SHORT_MAX)
-            values[name] = ""
-    return Filters(**values), errors
-
-
-def _matches(view: services.ItemView, f: Filters) -> bool:
-    c = view.head.content
-    if f.category and _norm(f.category) not in _norm(c.category):
-        return False
-    if f.department and _norm(f.department) not in _norm(c.department):
-        return False
-    if f.channel and c.channels not in (f.channel, "both"):
-        return False
-    if f.q:
-        hay = _norm(" ".join([c.title, c.body, " ".join(c.keywords), " ".join(c.procedures),
-                              " ".join(h + " " + b for h, b in c.sections)]))
-        if _norm(f.q) not in hay:
-            return False
-    return True
 
 
 @bp.get("/")
 @login_required(roles=READ_ROLES)
 def index() -> Reply:
-    filters, errors = _filters()
+    filters, errors = list_filters()
     items = services.list_items(get_db(), faq_actor(), status=filters.status or None,
                                 kind=filters.kind or None)
-    shown = [v for v in items if _matches(v, filters)]
+    shown = [v for v in items if matches_filters(v, filters)]
     return render_template("faq_admin/list.html", items=shown, total=len(items),
                            filters=filters, errors=errors, statuses=STATUSES,
                            channels=CHANNELS, kinds=KINDS, index=index_status(),
@@ -280,79 +150,6 @@ def index() -> Reply:
 
 
 # ------------------------------------------------------------------- create / edit
-
-
-def _form_content(kind: str) -> tuple[Content | None, dict[str, Any], dict[str, str]]:
-    """Content from the posted form, the raw values for re-display, and field errors."""
-    errors: dict[str, str] = {}
-    raw: dict[str, Any] = {
-        "title": field("title", TITLE_MAX), "body": field("body", BODY_MAX),
-        "category": field("category", SHORT_MAX), "department": field("department", SHORT_MAX),
-        "procedures": field("procedures", LIST_MAX), "keywords": field("keywords", LIST_MAX),
-        "channels": field("channels", 16) or "both", "manual_type": field("manual_type", 32),
-        "reason": field("reason", REASON_MAX),
-        "requested_by_city": request.form.get("requested_by_city") == "1",
-    }
-    headings = [str(h)[:TITLE_MAX * 2] for h in request.form.getlist("section_heading")]
-    bodies = [str(b)[:BODY_MAX * 2] for b in request.form.getlist("section_body")]
-    sections: list[tuple[str, str]] = []
-    for n in range(max(len(headings), len(bodies))):
-        heading = unicodedata.normalize("NFC", headings[n] if n < len(headings) else "").strip()
-        body = unicodedata.normalize("NFC", bodies[n] if n < len(bodies) else "").strip()
-        if heading or body:
-            sections.append((heading, body))
-    raw["sections"] = sections
-    limits = {"title": TITLE_MAX, "body": BODY_MAX, "category": SHORT_MAX,
-              "department": SHORT_MAX, "procedures": LIST_MAX, "keywords": LIST_MAX,
-              "reason": REASON_MAX}
-    for name, limit in limits.items():
-        if len(raw[name]) > limit:
-            errors[name] = _("At most %(n)d characters.", n=limit)
-    for name in ("title", "category", "department", "procedures", "keywords", "reason"):
-        if name not in errors and has_control_chars(raw[name]):
-            errors[name] = _("Remove the control characters.")
-    if "body" not in errors and _bad_text(raw["body"]):
-        errors["body"] = _("Remove the control characters.")
-    if any(_bad_text(h) or _bad_text(b) for h, b in sections):
-        errors["sections"] = _("Remove the control characters.")
-    if raw["channels"] not in CHANNELS:
-        errors["channels"] = _("Choose a value from the list.")
-    if not raw["title"]:
-        errors["title"] = (_("Enter the question.") if kind == "faq"
-                           else _("Enter the title."))
-    if kind == "faq" and not raw["body"]:
-        errors["body"] = _("Enter the answer.")
-    if not raw["reason"]:
-        errors["reason"] = _("Enter the reason for the change.")
-    if kind == "manual":
-        if raw["manual_type"] not in MANUAL_TYPES:
-            errors["manual_type"] = _("Choose a value from the list.")
-        if len(sections) > SECTIONS_MAX:
-            errors["sections"] = _("At most %(n)d sections.", n=SECTIONS_MAX)
-        elif not sections:
-            errors["sections"] = _("A manual needs at least one section.")
-        elif any(not h for h, _b in sections):
-            errors["sections"] = _("Every section needs a heading.")
-        elif any(len(h) > TITLE_MAX or len(b) > BODY_MAX for h, b in sections):
-            errors["sections"] = _("A section is too long.")
-    else:
-        raw["manual_type"] = ""
-        raw["sections"] = []
-    if errors:
-        return None, raw, errors
-    content = Content.make(raw["title"], raw["body"], category=raw["category"],
-                           department=raw["department"], procedures=raw["procedures"],
-                           keywords=raw["keywords"], channels=raw["channels"],
-                           manual_type=raw["manual_type"], sections=raw["sections"])
-    return content, raw, errors
-
-
-def _raw_from(content: Content) -> dict[str, Any]:
-    return {"title": content.title, "body": content.body, "category": content.category,
-            "department": content.department, "procedures": "|".join(content.procedures),
-            "keywords": "|".join(content.keywords), "channels": content.channels,
-            "manual_type": content.manual_type, "sections": list(content.sections),
-            "reason": "", "requested_by_city": False}
 
 
 def _render_form(kind: str, raw: dict[str, Any], errors: dict[str, str], *,
@@ -373,10 +170,10 @@ def new() -> Reply:
     if kind not in KINDS:
         kind = "faq"
     if request.method == "GET":
-        raw = _raw_from(Content(title="", manual_type="operation" if kind == "manual" else ""))
+        raw = form_values(Content(title="", manual_type="operation" if kind == "manual" else ""))
         raw["reason"] = ""
         return _render_form(kind, raw, {})
-    content, raw, errors = _form_content(kind)
+    content, raw, errors = form_content(kind)
     shared = request.form.get("shared") == "1"
     if content is None:
         return _render_form(kind, raw, errors, status=400, shared=shared)
@@ -403,9 +200,9 @@ def edit(item_id: int) -> Reply:
     db = get_db()
     view = services.get_item(db, faq_actor(), item_id)
     if request.method == "GET":
-        return _render_form(view.kind, _raw_from(view.head.content), {}, item=view)
-    content, raw, errors = _form_content(view.kind)
-    version = _version()
+        return _render_form(view.kind, form_values(view.head.content), {}, item=view)
+    content, raw, errors = form_content(view.kind)
+    version = posted_version()
     if version is None:
         errors["form"] = _("The form is incomplete. Reload the page and try again.")
     if content is None or version is None:
@@ -451,7 +248,7 @@ def _transition(item_id: int, action: str, roles: frozenset[str]) -> Reply:
     _own_item(item_id)
     if not _has(roles):
         deny("role", object_type="faq_item", object_id=item_id)
-    version = _version()
+    version = posted_version()
     comment = field("comment", REASON_MAX)
     if version is None:
         return _render_item(item_id, status=400, error=_(
@@ -459,7 +256,7 @@ def _transition(item_id: int, action: str, roles: frozenset[str]) -> Reply:
     if len(comment) > REASON_MAX:
         return _render_item(item_id, status=400, error=_(
             "The comment can be at most %(n)d characters.", n=REASON_MAX))
-    if _bad_text(comment):
+    if bad_text(comment):
         return _render_item(item_id, status=400, error=_("Remove the control characters."))
     db = get_db()
     actor = faq_actor()
@@ -576,8 +373,6 @@ def reports() -> Reply:
 @bp.post("/reports/<int:revision_id>/acknowledge")
 @login_required(roles=APPROVE_ROLES)
 def acknowledge(revision_id: int) -> Reply:
-    from common.models.faq import FaqRevision
-
     db = get_db()
     rev = db.get(FaqRevision, revision_id)
     if rev is None:
@@ -585,7 +380,7 @@ def acknowledge(revision_id: int) -> Reply:
     assert rev is not None
     _own_item(rev.item_id)
     comment = field("comment", REASON_MAX)
-    if len(comment) > REASON_MAX or _bad_text(comment):
+    if len(comment) > REASON_MAX or bad_text(comment):
         flash(_("The comment can be at most %(n)d characters.", n=REASON_MAX) + " "
               + _("Remove the control characters."), "error")
         return redirect(url_for("faq_admin.reports"), 303)

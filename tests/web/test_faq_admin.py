@@ -20,7 +20,7 @@ from faq import jobs, services
 from faq.content import Actor, Content
 from tests.web.conftest import MakeUser, audit_rows, csrf, login
 from web.db import resources
-from web.faq_admin import render_body
+from web.faq_display import render_body
 
 Clients = dict[str, FlaskClient]
 
