@@ -6,9 +6,8 @@ Used by web (the kiosk page's API and the console), kiosk_bridge (WebRTC) and ar
 Kiosk credentials: a kiosk proves who it is with ``<kiosk id>:<secret>``. Production keeps
 only the argon2 hash of the secret in the site file (``kiosks[].credential_hash``);
 development derives each kiosk's secret from ``web.secret_key`` so nothing is stored.
-
-Run ``python -m common.kiosk credential k01`` to make a new credential and its hash, and
-``python -m common.kiosk dev-url k01`` for a development kiosk's start URL.
+``python -m web.cli kiosk credential k01`` makes a new credential and its hash, and
+``python -m web.cli kiosk dev-url k01`` prints a development kiosk's start URL.
 """
 
 from __future__ import annotations
@@ -18,17 +17,20 @@ import hmac
 import logging
 import secrets
 import shutil
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import redis
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 
+from common import audit
 from common.bus import publish
 from common.events import Event, event
 from common.keys import Keys
+from common.models.calls import Call, CallEvent
 from common.settings import Kiosk, Settings
 
 logger = logging.getLogger(__name__)
@@ -134,9 +136,6 @@ def verify_credential(settings: Settings, credential: str) -> Kiosk | None:
     if not sep or not secret or kiosk is None:
         return None
     if kiosk.credential_hash:
-        from argon2 import PasswordHasher
-        from argon2.exceptions import InvalidHashError, VerificationError
-
         try:
             PasswordHasher().verify(kiosk.credential_hash, secret)
         except (VerificationError, InvalidHashError):
@@ -371,9 +370,6 @@ def purge_session(settings: Settings, client: redis.Redis, session_id: str, rule
 
 def _purge_record(factory: Any, record: KioskPurged, call_id: str) -> None:
     """The durable purge record: an audit entry, and a row on the call's timeline."""
-    from common import audit
-    from common.models.calls import Call, CallEvent
-
     audit.write(factory, audit.Actor(name=f"kiosk:{record.kiosk}", tenant_id=record.tenant,
                                      source="kiosk"),
                 "kiosk.purge", object_type="kiosk_session", object_id=record.session_id,
@@ -392,30 +388,3 @@ def _purge_record(factory: Any, record: KioskPurged, call_id: str) -> None:
 
 def now_ts() -> str:
     return f"{datetime.now(UTC).timestamp():.3f}"
-
-
-def _cli(argv: list[str]) -> int:
-    from common.settings import load_settings
-
-    if len(argv) == 2 and argv[0] == "credential":
-        from argon2 import PasswordHasher
-
-        secret = secrets.token_urlsafe(24)
-        print(f"credential for {argv[1]} (give it to the kiosk PC only): {argv[1]}:{secret}")
-        print(f'credential_hash = "{PasswordHasher().hash(secret)}"')
-        return 0
-    if len(argv) == 2 and argv[0] == "dev-url":
-        settings = load_settings()
-        if settings.production:
-            print("dev-url is for development only", file=sys.stderr)
-            return 2
-        web = settings.web
-        print(f"http://{web.bind}:{web.port}/kiosk/#{argv[1]}:{dev_secret(settings, argv[1])}")
-        return 0
-    print("usage: python -m common.kiosk credential <kiosk id> | dev-url <kiosk id>",
-          file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(_cli(sys.argv[1:]))

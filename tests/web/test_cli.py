@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -7,8 +8,9 @@ from pathlib import Path
 from flask import Flask
 from sqlalchemy import select
 
+from common.kiosk import dev_secret, verify_credential
 from common.models.accounts import ROLES, User
-from common.settings import Settings, settings_override
+from common.settings import Settings, load_settings, settings_override
 from tests.web.conftest import FAST_ARGON2, audit_rows, login
 from web import create_app
 from web.db import resources
@@ -94,3 +96,66 @@ def test_python_dash_m_web_cli(web_settings: Settings, tmp_path: Path) -> None:
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "created administrator 'admin'" in proc.stdout
+
+
+def _web_cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m web.cli`` with a database that cannot be reached."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "MADOGUCHI_SITE__DATA_DIR": str(tmp_path / "data"),
+        "MADOGUCHI_DATABASE__URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
+    }
+    return subprocess.run([sys.executable, "-m", "web.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_kiosk_credential_needs_no_database(web_settings: Settings, tmp_path: Path) -> None:
+    proc = _web_cli(["kiosk", "credential", "k01"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.splitlines()
+    prefix = "credential for k01 (give it to the kiosk PC only): k01:"
+    assert first.startswith(prefix)
+    assert second.startswith('credential_hash = "$argon2id$') and second.endswith('"')
+    hashed = second.removeprefix('credential_hash = "').removesuffix('"')
+    prod = settings_override(web_settings, site={"env": "production"})
+    prod = dataclasses.replace(prod, kiosks=tuple(
+        dataclasses.replace(k, credential_hash=hashed) if k.id == "k01" else k
+        for k in prod.kiosks))
+    kiosk = verify_credential(prod, "k01:" + first.removeprefix(prefix))
+    assert kiosk is not None and kiosk.id == "k01"
+
+
+def test_kiosk_dev_url_needs_no_database(tmp_path: Path) -> None:
+    proc = _web_cli(["kiosk", "dev-url", "k01"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    settings = load_settings({"MADOGUCHI_SITE__DATA_DIR": str(tmp_path / "data")})
+    assert proc.stdout == (f"http://{settings.web.bind}:{settings.web.port}/kiosk/"
+                           f"#k01:{dev_secret(settings, 'k01')}\n")
+    usage = _web_cli(["kiosk", "dev-url"], tmp_path)
+    assert usage.returncode == 2 and usage.stdout == ""
+
+
+def test_kiosk_commands_of_the_flask_app(app: Flask, web_settings: Settings) -> None:
+    """``flask --app web kiosk ...``: dev-url reads the app's settings."""
+    with app.app_context():  # as the flask command runs the app's commands
+        result = app.test_cli_runner().invoke(args=["kiosk", "dev-url", "k02"])
+    assert result.exit_code == 0, result.output
+    web = web_settings.web
+    assert result.output == f"http://{web.bind}:{web.port}/kiosk/#k02:" \
+                            f"{dev_secret(web_settings, 'k02')}\n"
+    result = app.test_cli_runner().invoke(args=["kiosk", "credential", "k02"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("credential for k02 (give it to the kiosk PC only): k02:")
+
+
+def test_kiosk_dev_url_refused_in_production(web_settings: Settings) -> None:
+    prod = settings_override(web_settings, site={"env": "production"})
+    app = create_app({"TESTING": True, "ARGON2_PARAMETERS": FAST_ARGON2}, settings=prod)
+    try:
+        with app.app_context():
+            result = app.test_cli_runner().invoke(args=["kiosk", "dev-url", "k01"])
+        assert result.exit_code == 2
+        assert result.stdout == "" and result.stderr == "dev-url is for development only\n"
+    finally:
+        resources(app).engine.dispose()
+        resources(app).redis.close()

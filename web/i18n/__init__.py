@@ -3,7 +3,8 @@
 Message ids in code and templates are English; ``web/translations/ja`` holds the Japanese
 catalog (``messages.po`` and the compiled ``messages.mo``, both committed). A test checks
 that every message in the source has a Japanese translation and that the ``.mo`` file
-matches the ``.po`` file; ``python -m web.i18n`` re-extracts, updates and compiles.
+matches the ``.po`` file; ``python -m web.i18n`` (``web/i18n/__main__.py``) re-extracts,
+updates and compiles.
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ from flask import Flask, has_request_context, request, session
 from flask_babel import Babel
 
 from common.settings import Settings
+from web.db import get_settings
 
 LANGUAGES = ("ja", "en")
-TRANSLATIONS = Path(__file__).resolve().parent / "translations"
+TRANSLATIONS = Path(__file__).resolve().parents[1] / "translations"
 LANG_PARAM = "lang"
 
 
 def select_locale() -> str:
-    from web.db import get_settings
-
     if not has_request_context():  # CLI commands: the site's language
         return get_settings().site.language
     wanted = request.args.get(LANG_PARAM)
@@ -54,26 +54,3 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS))
     Babel(app, locale_selector=select_locale)
     app.before_request(remember_language)
-
-
-def _rebuild() -> None:  # pragma: no cover - developer tool
-    """Extract messages, merge them into the Japanese catalog and compile it."""
-    import subprocess
-    import sys
-
-    root = Path(__file__).resolve().parent
-    pot = root / "translations" / "messages.pot"
-    cfg = root / "babel.cfg"
-    babel = [sys.executable, "-m", "babel.messages.frontend"]
-    subprocess.run([*babel, "extract", "-F", str(cfg), "-k", "_l", "-o", str(pot),
-                    "--no-location", "--project", "Madoguchi",
-                    "--copyright-holder", "Madoguchi contributors", str(root)], check=True)
-    subprocess.run([*babel, "update", "-i", str(pot), "-d", str(root / "translations"),
-                    "-l", "ja", "--no-fuzzy-matching"], check=True)
-    subprocess.run([*babel, "compile", "-d", str(root / "translations"), "-l", "ja"],
-                   check=True)
-    pot.unlink()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _rebuild()

@@ -1,19 +1,29 @@
-"""Command line: ``flask --app web create-admin`` / ``python -m web.cli create-admin``.
+"""Command line: ``flask --app web create-admin`` / ``python -m web.cli create-admin``
+(``web/cli/__main__.py``).
 
 - ``create-admin``: make an administrator account (the first one, or another).
 - ``seed-dev``: in development only, and only while there are no users, make one user
   per role and print their passwords.
+- ``kiosk credential <kiosk id>``: a new kiosk credential and the argon2 hash of its
+  secret for the site file (``kiosks[].credential_hash``, docs/kiosk.md);
+  ``kiosk dev-url <kiosk id>``: a development kiosk's start URL. They need neither the
+  database nor the app: ``python -m web.cli kiosk ...`` runs them without building it.
 """
 
 from __future__ import annotations
 
+import secrets
 import sys
 
 import click
-from flask import Flask, current_app
-from flask.cli import FlaskGroup, with_appcontext
+from argon2 import PasswordHasher
+from flask import Flask, current_app, has_app_context
+from flask.cli import with_appcontext
 
+from common import audit
+from common.kiosk import dev_secret
 from common.models.accounts import ADMINISTRATOR, APPROVER, OPERATOR, ROLES, STAFF
+from common.settings import load_settings
 from web import accounts
 from web.db import get_db, get_settings
 
@@ -60,8 +70,6 @@ def create_admin(username: str, display_name: str, tenant_id: str | None,
                                 settings=settings, display_name=display_name,
                                 must_change_password=False)
     db.flush()
-    from common import audit
-
     audit.record(db, audit.Actor(name="cli", tenant_id=tenant_id, source="cli"),
                  "user.create", object_type="user", object_id=user.id)
     db.commit()
@@ -98,23 +106,33 @@ def seed_dev() -> None:
     db.commit()
 
 
+@click.group("kiosk")
+def kiosk() -> None:
+    """Kiosk credentials (docs/kiosk.md)."""
+
+
+@kiosk.command("credential")
+@click.argument("kiosk_id")
+def kiosk_credential(kiosk_id: str) -> None:
+    """A new credential for a kiosk and the hash of its secret for the site file."""
+    secret = secrets.token_urlsafe(24)
+    click.echo(f"credential for {kiosk_id} (give it to the kiosk PC only): {kiosk_id}:{secret}")
+    click.echo(f'credential_hash = "{PasswordHasher().hash(secret)}"')
+
+
+@kiosk.command("dev-url")
+@click.argument("kiosk_id")
+def kiosk_dev_url(kiosk_id: str) -> None:
+    """Development only: the start URL of a kiosk (its secret derived from the settings)."""
+    settings = get_settings() if has_app_context() else load_settings()
+    if settings.production:
+        click.echo("dev-url is for development only", err=True)
+        sys.exit(2)
+    web = settings.web
+    click.echo(f"http://{web.bind}:{web.port}/kiosk/#{kiosk_id}:{dev_secret(settings, kiosk_id)}")
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(create_admin)
     app.cli.add_command(seed_dev)
-
-
-def _make_app() -> Flask:
-    from web import create_app
-
-    return create_app()
-
-
-cli = FlaskGroup(create_app=_make_app, add_default_commands=False)
-
-
-def main() -> None:
-    cli.main(prog_name="python -m web.cli")
-
-
-if __name__ == "__main__":
-    main()
+    app.cli.add_command(kiosk)
