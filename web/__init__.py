@@ -14,6 +14,30 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from common.settings import Settings, load_settings
+from web import (
+    access,
+    admin,
+    auth,
+    cases,
+    cli,
+    dashboard,
+    db,
+    errors,
+    faq_admin,
+    health,
+    home,
+    i18n,
+    kiosk,
+    kiosk_console,
+    kiosk_fleet,
+    operator,
+    security,
+    sessions,
+    sse,
+    staff,
+    supervisor,
+    views,
+)
 
 
 def create_app(test_config: dict[str, Any] | None = None,
@@ -41,12 +65,10 @@ def create_app(test_config: dict[str, Any] | None = None,
     if not app.config["SECRET_KEY"]:
         raise RuntimeError("web.secret_key is empty; set MADOGUCHI_WEB__SECRET_KEY")
 
-    proxies = int(getattr(settings.web, "trusted_proxy_count", 0))
+    proxies = settings.web.trusted_proxy_count
     if proxies > 0:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
-
-    from web import access, cli, db, errors, i18n, security, sessions, views
 
     res = db.init_app(app, settings)
     sessions.init_app(app, res.redis, res.keys, settings)
@@ -57,8 +79,6 @@ def create_app(test_config: dict[str, Any] | None = None,
     errors.init_app(app)
     cli.init_app(app)
 
-    from web import admin, auth, cases, health, home, operator, sse, staff, supervisor
-
     app.register_blueprint(home.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(auth.bp)
@@ -68,15 +88,9 @@ def create_app(test_config: dict[str, Any] | None = None,
     app.register_blueprint(supervisor.bp)
     app.register_blueprint(cases.bp)
     app.register_blueprint(sse.bp)
-    from web import dashboard
-
     app.register_blueprint(dashboard.bp)
-    from web import faq_admin
-
     app.register_blueprint(faq_admin.bp)
-    from web import kiosk
-
     app.register_blueprint(kiosk.bp)
-    app.register_blueprint(kiosk.console_bp)
-    app.register_blueprint(kiosk.fleet_bp)
+    app.register_blueprint(kiosk_console.console_bp)
+    app.register_blueprint(kiosk_fleet.fleet_bp)
     return app

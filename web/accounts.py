@@ -49,9 +49,9 @@ class SecurityPolicy:
     def from_settings(cls, settings: Settings) -> SecurityPolicy:
         web = settings.web
         return cls(
-            lockout_attempts=max(1, int(getattr(web, "lockout_attempts", 5))),
-            lockout_minutes=max(1, int(getattr(web, "lockout_minutes", 15))),
-            password_min_length=max(8, int(getattr(web, "password_min_length", 12))),
+            lockout_attempts=max(1, web.lockout_attempts),
+            lockout_minutes=max(1, web.lockout_minutes),
+            password_min_length=max(8, web.password_min_length),
         )
 
 

@@ -31,7 +31,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from common import audit
 from common.models.accounts import ADMINISTRATOR, OPERATOR, ROLES, STAFF, AuditEntry, User
 from web import accounts
-from web.access import audit_event, current_user, ensure_tenant, login_required
+from web.access import actor, audit_event, current_user, ensure_tenant, login_required
 from web.auth import hasher, policy
 from web.db import get_db, get_settings
 from web.forms import choices, field, has_control_chars, secret_field
@@ -173,16 +173,10 @@ def user_new() -> Page:
         db.rollback()
         errors["username"] = _("This user name is already taken.")
         return _form_page("admin/user_new.html", form, errors, 400)
-    audit.record(db, _actor(), "user.create", object_type="user", object_id=user.id)
+    audit.record(db, actor(), "user.create", object_type="user", object_id=user.id)
     db.commit()
     return render_template("admin/password_shown.html", user=user,
                            password=password if generated else None, created=True)
-
-
-def _actor() -> audit.Actor:
-    from web.access import actor
-
-    return actor()
 
 
 @bp.route("/users/<int:user_id>", methods=["GET", "POST"])
@@ -206,7 +200,7 @@ def user_edit(user_id: int) -> Page:
                          extension=form.extension)
     user.updated_at = accounts.now_utc()
     db = get_db()
-    audit.record(db, _actor(), "user.update", object_type="user", object_id=user.id)
+    audit.record(db, actor(), "user.update", object_type="user", object_id=user.id)
     db.commit()
     flash(_("The user has been saved."), "success")
     return redirect(url_for("admin.user_edit", user_id=user.id))
@@ -221,7 +215,7 @@ def _set_active(user_id: int, active: bool) -> WerkzeugResponse:
     user.active = active
     user.updated_at = accounts.now_utc()
     db = get_db()
-    audit.record(db, _actor(), "user.enable" if active else "user.disable",
+    audit.record(db, actor(), "user.enable" if active else "user.disable",
                  object_type="user", object_id=user.id)
     db.commit()
     if not active:
@@ -254,7 +248,7 @@ def user_password_reset(user_id: int) -> Page:
     user.failed_logins = 0
     user.locked_until = None
     db = get_db()
-    audit.record(db, _actor(), "user.password_reset", object_type="user", object_id=user.id)
+    audit.record(db, actor(), "user.password_reset", object_type="user", object_id=user.id)
     db.commit()
     keep = {session.sid or ""} if user.id == me.id and isinstance(session, RedisSession) else ()
     interface(current_app).end_user_sessions(user.id, keep=keep)
@@ -286,7 +280,7 @@ def user_totp_reset(user_id: int) -> WerkzeugResponse:
     user.totp_last_step = None
     user.updated_at = accounts.now_utc()
     db = get_db()
-    audit.record(db, _actor(), "user.totp_reset", object_type="user", object_id=user.id)
+    audit.record(db, actor(), "user.totp_reset", object_type="user", object_id=user.id)
     db.commit()
     flash(_("Two-step verification has been turned off for this user."), "success")
     return redirect(url_for("admin.user_edit", user_id=user.id))
@@ -299,7 +293,7 @@ def user_unlock(user_id: int) -> WerkzeugResponse:
     user.failed_logins = 0
     user.locked_until = None
     db = get_db()
-    audit.record(db, _actor(), "user.unlock", object_type="user", object_id=user.id)
+    audit.record(db, actor(), "user.unlock", object_type="user", object_id=user.id)
     db.commit()
     flash(_("The account has been unlocked."), "success")
     return redirect(url_for("admin.user_edit", user_id=user.id))

@@ -32,6 +32,7 @@ from web.access import actor, audit_event, current_user, login_required, remote_
 from web.db import get_db, get_settings, resources
 from web.forms import field, safe_next, secret_field
 from web.sessions import RedisSession, interface
+from web.views import tenant_name
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
@@ -309,8 +310,6 @@ def totp_setup() -> Page:
     if not isinstance(secret, str) or len(secret) != 32:
         secret = accounts.new_totp_secret()
         session["totp_setup"] = secret
-    from web.views import tenant_name
-
     context: dict[str, Any] = {
         "secret": _group(secret),
         "uri": accounts.totp_uri(secret, user.username, tenant_name(user.tenant_id)),

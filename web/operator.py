@@ -32,6 +32,7 @@ from common.console_events import DISPOSITIONS, CaseOutcome
 from common.events import Event
 from common.models.accounts import OPERATOR, User
 from common.models.calls import Call, CallEvent
+from faq import usage
 from web import callbacks, console
 from web.access import audit_event, login_required
 from web.cases import Reply, answer, card_context, disposition_labels, load_case, me, wants_fetch
@@ -167,8 +168,6 @@ def _item_ids(raw: str) -> list[int] | None:
 @bp.post("/calls/<call_id>/wrapup")
 @login_required(roles=ROLES)
 def wrapup(call_id: str) -> Reply:
-    from faq import usage
-
     call, role = load_case(call_id)
     target = url_for("cases.card", call_id=call.id)
     if role != OPERATOR:

@@ -53,8 +53,8 @@ class SessionPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SessionPolicy:
-        idle = int(getattr(settings.web, "session_idle_minutes", 30))
-        absolute = int(getattr(settings.web, "session_absolute_hours", 12))
+        idle = settings.web.session_idle_minutes
+        absolute = settings.web.session_absolute_hours
         return cls(idle_seconds=max(60, idle * 60), absolute_seconds=max(600, absolute * 3600))
 
 
