@@ -1,4 +1,5 @@
-"""The skeleton of every asyncio process's ``main()`` (ari_app, kiosk_bridge, transcriber).
+"""The start of every process's ``main()``, and the whole skeleton of the asyncio ones
+(ari_app, kiosk_bridge, transcriber; the rq worker uses ``start_process``).
 
 One place for what each of them did alike: logging before the settings load (so a
 settings error is logged), ``site.log_level``, SIGTERM/SIGINT setting one stop event, and
@@ -22,16 +23,25 @@ Serve = Callable[[Settings, asyncio.Event], Awaitable[int]]
 """A process's body: runs until the stop event is set and returns the exit code."""
 
 
-def run_process(name: str, serve: Serve) -> int:
-    """Set up logging as ``name``, load the settings and run ``serve`` in a new event loop
-    until it returns; SIGTERM and SIGINT set its stop event."""
+def start_process(name: str) -> Settings | None:
+    """Set up logging as ``name`` and load the settings; None (the error logged) when they
+    cannot be used. The rq worker's ``main()`` starts with this too."""
     setup_logging(name)
     try:
         settings = load_settings()
     except SettingsError as exc:
         logger.error("%s", exc)
-        return 2
+        return None
     set_level(settings.site.log_level)
+    return settings
+
+
+def run_process(name: str, serve: Serve) -> int:
+    """``start_process``, then run ``serve`` in a new event loop until it returns; SIGTERM
+    and SIGINT set its stop event."""
+    settings = start_process(name)
+    if settings is None:
+        return 2
     return asyncio.run(_serve(settings, serve))
 
 

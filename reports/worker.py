@@ -13,8 +13,8 @@ import redis
 from rq import Queue, Worker
 from rq.cron import CronScheduler
 
-from common.logging_ import set_level, setup_logging
-from common.settings import Settings, SettingsError, load_settings
+from common.process import start_process
+from common.settings import Settings
 from reports import jobs
 
 logger = logging.getLogger(__name__)
@@ -38,13 +38,9 @@ def build_cron(settings: Settings, connection: redis.Redis) -> CronScheduler:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     mode = argv[0] if argv else "worker"
-    setup_logging("cron" if mode == "cron" else "worker")
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        logger.error("%s", exc)
+    settings = start_process("cron" if mode == "cron" else "worker")
+    if settings is None:
         return 2
-    set_level(settings.site.log_level)
     connection = redis.Redis.from_url(settings.redis.url)
     try:
         connection.ping()
