@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -25,7 +26,15 @@ import redis
 from common.db import DatabaseUnavailable, init_schema, make_engine
 from common.kiosk import dev_secret
 from common.logging_ import setup_logging
-from common.settings import PROJECT_ROOT, Settings, SettingsError, load_settings, to_environ
+from common.settings import (
+    CONFIG_FILE_VAR,
+    ENV_PREFIX,
+    PROJECT_ROOT,
+    Settings,
+    SettingsError,
+    load_settings,
+    to_environ,
+)
 from stack.asterisk import AsteriskInstance, AsteriskStartError, AsteriskUnavailable, provide
 from stack.render import phones
 
@@ -39,6 +48,21 @@ CHILDREN = (
     ("worker", ["-m", "reports.worker"]),
     ("cron", ["-m", "reports.worker", "cron"]),
 )
+
+
+def child_environ(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of each child process, so that every child reads exactly the
+    settings this process resolved: the scalar sections as variables (with the generated
+    development secrets), the lists (tenants, services, departments, kiosks) from the
+    same site file, named by an absolute path since the children run in the project's
+    folder."""
+    env = {k: v for k, v in environ.items() if not k.startswith(ENV_PREFIX)}
+    env.update(to_environ(settings))
+    site_file = environ.get(CONFIG_FILE_VAR)
+    if site_file:
+        env[CONFIG_FILE_VAR] = str(Path(site_file).resolve())
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
 
 
 @dataclass
@@ -169,9 +193,7 @@ class System:
             logger.info("Asterisk: %s (%s)", install.version, install.kind)
             self.asterisk = AsteriskInstance(install, self.settings, "dev")
             self.asterisk.start()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MADOGUCHI_")}
-        env.update(to_environ(self.settings))
-        env["PYTHONUNBUFFERED"] = "1"
+        env = child_environ(self.settings, os.environ)
         for name, args in CHILDREN:
             child = Child(name, args, self.logdir / f"{name}.log", env)
             child.start()
