@@ -7,6 +7,7 @@ came from.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -76,19 +77,15 @@ def coerce(value: Any, tp: Any, key: str, source: str,
         if isinstance(value, int):
             return value
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):  # not a number: the error below
                 return int(value.strip())
-            except ValueError:
-                pass
         raise SettingsError(key, f"expected a whole number, got {value!r}", source)
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):  # not a number: the error below
                 return float(value.strip())
-            except ValueError:
-                pass
         raise SettingsError(key, f"expected a number, got {value!r}", source)
     if tp is str:
         if isinstance(value, str):
@@ -160,9 +157,7 @@ def generated_secrets(path: Path, names: tuple[tuple[str, str], ...],
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.writelines(lines)
-    try:
+    with contextlib.suppress(FileExistsError):  # another process's file is kept
         os.link(tmp, path)  # atomic: the first process to generate wins
-    except FileExistsError:
-        pass
     tmp.unlink(missing_ok=True)
     return {k: dict(v) for k, v in read_toml(path, what).items()}
