@@ -48,6 +48,10 @@ DEVICE_STATUS = {
 
 
 BUSY_STATUSES = ("in_use", "busy", "ringinuse", "on_hold")
+#: Asterisk device states of a phone that cannot ring (no registration, or qualify fails)
+PHONE_DOWN_STATES = ("UNAVAILABLE", "INVALID")
+#: how long a just-registered phone may take to leave UNAVAILABLE (its first qualify)
+PHONE_SETTLE_SECONDS = 2.0
 
 
 def ami_time(event: Any) -> datetime:
@@ -56,6 +60,26 @@ def ami_time(event: Any) -> datetime:
         return datetime.fromtimestamp(float(stamp), UTC)
     except (TypeError, ValueError):
         return datetime.now(UTC)
+
+
+def member_record(event: Any, endpoint: str, now: float) -> dict[str, Any]:
+    """The mirror's record of one queue member, from a ``QueueMember*`` AMI event."""
+    status = DEVICE_STATUS.get(str(event.get("Status", "")), "unknown")
+    return {
+        "endpoint": endpoint,
+        "paused": event.get("Paused") == "1",
+        "reason": event.get("PausedReason", "") or "",
+        # the phone's device state: "unavailable"/"invalid" = not registered or not
+        # reachable (qualify), which the consoles show as 電話機未接続
+        "status": status,
+        # app_queue's InCall flag lags the device state; either means "on a call"
+        "in_call": event.get("InCall") == "1" or status in BUSY_STATUSES,
+        "calls_taken": _int(event.get("CallsTaken")),
+        # when the member's last queue call ended (epoch s, 0 = none): the consoles
+        # show after-call work until the service's wrapuptime has passed
+        "last_call": _int(event.get("LastCall")),
+        "since": now,
+    }
 
 
 def _int(value: Any, default: int = 0) -> int:
@@ -152,9 +176,33 @@ class QueueManager:
             reply = reply[0] if reply else None
         return reply
 
+    async def _require_phone(self, endpoint: str) -> None:
+        """Refuse to make an operator ready whose phone cannot ring: app_queue would
+        skip the member, and the console would say 受付可 while no call can reach them.
+
+        A registration made a moment ago is qualified (OPTIONS) before its device state
+        leaves UNAVAILABLE, so an unavailable phone is asked again for a short while.
+        """
+        deadline = time.monotonic() + PHONE_SETTLE_SECONDS
+        while True:
+            reply = await self._action({"Action": "Getvar",
+                                        "Variable": f"DEVICE_STATE(PJSIP/{endpoint})"})
+            state = str(reply.get("Value", "") if reply is not None else "").upper()
+            if state not in PHONE_DOWN_STATES:
+                return
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.2)
+        raise CommandError("phone_unavailable",
+                           f"the phone {endpoint} is not registered or not reachable "
+                           f"(device state {state}): start the softphone and let it "
+                           "register, then try again")
+
     async def login(self, cmd: AgentLogin) -> None:
         self._check_endpoint(cmd.tenant, cmd.endpoint)
         queues = self._queues_for(cmd.tenant, cmd.queues)
+        if not cmd.paused:
+            await self._require_phone(cmd.endpoint)
         for queue in queues:
             lines = self.queue_service[queue].lines
             members = await self.redis.hkeys(self.keys.queue_members(queue))
@@ -188,6 +236,8 @@ class QueueManager:
         if paused and reason not in PAUSE_REASONS:
             raise CommandError("bad_reason", f"pause reason must be one of "
                                f"{', '.join(PAUSE_REASONS)}")
+        if not paused:
+            await self._require_phone(cmd.endpoint)
         reply = await self._action({"Action": "QueuePause",
                                     "Interface": f"PJSIP/{cmd.endpoint}",
                                     "Paused": "true" if paused else "false", "Reason": reason})
@@ -201,17 +251,7 @@ class QueueManager:
         queue = event.get("Queue", "")
         endpoint = event.get("MemberName") or str(event.get("Interface", "")).split("/")[-1]
         logged_in = event.get("Event") != "QueueMemberRemoved"
-        status = DEVICE_STATUS.get(str(event.get("Status", "")), "unknown")
-        state = {
-            "endpoint": endpoint,
-            "paused": event.get("Paused") == "1",
-            "reason": event.get("PausedReason", "") or "",
-            "status": status,
-            # app_queue's InCall flag lags the device state; either means "on a call"
-            "in_call": event.get("InCall") == "1" or status in BUSY_STATUSES,
-            "calls_taken": _int(event.get("CallsTaken")),
-            "since": time.time(),
-        }
+        state = member_record(event, endpoint, time.time())
         try:
             key = self.keys.queue_members(queue)
             if logged_in:
@@ -403,13 +443,8 @@ class QueueManager:
             queue = msg.get("Queue", "")
             if kind == "QueueMember":
                 endpoint = msg.get("Name") or str(msg.get("Location", "")).split("/")[-1]
-                members.setdefault(queue, {})[endpoint] = json.dumps({
-                    "endpoint": endpoint, "paused": msg.get("Paused") == "1",
-                    "reason": msg.get("PausedReason", "") or "",
-                    "status": DEVICE_STATUS.get(str(msg.get("Status", "")), "unknown"),
-                    "in_call": msg.get("InCall") == "1" or DEVICE_STATUS.get(
-                        str(msg.get("Status", "")), "unknown") in BUSY_STATUSES,
-                    "calls_taken": _int(msg.get("CallsTaken")), "since": now})
+                members.setdefault(queue, {})[endpoint] = json.dumps(
+                    member_record(msg, endpoint, now))
             elif kind == "QueueEntry":
                 callers.setdefault(queue, {})[str(msg.get("Uniqueid", ""))] = json.dumps({
                     "position": _int(msg.get("Position")),

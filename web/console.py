@@ -89,9 +89,15 @@ def service_by_id(service_id: str | None) -> Service | None:
 # ------------------------------------------------------------------ operator state
 
 
+#: app_queue / Asterisk device states of a phone that cannot ring (not registered, or
+#: qualify fails): the operator is shown 電話機未接続 and cannot be made ready
+PHONE_DOWN = ("unavailable", "invalid")
+
+
 @dataclass
 class MemberState:
-    """An operator line as the queue mirror shows it (across the tenant's queues)."""
+    """An operator line as the queue mirror shows it (across the tenant's queues, or on
+    one queue's board)."""
 
     endpoint: str
     logged_in: bool = False
@@ -102,23 +108,50 @@ class MemberState:
     calls_taken: int = 0
     since: float | None = None
     queues: list[str] = field(default_factory=list)
+    #: when the last queue call ended (epoch s, 0 = none) and the wrap-up time after it
+    last_call: float = 0.0
+    wrapup_seconds: int = 0
+    #: on a board: the call the operator is on belongs to another queue's service
+    elsewhere: bool = False
+
+    @property
+    def phone_down(self) -> bool:
+        return self.status in PHONE_DOWN
+
+    def wrapup_until(self, now: float | None = None) -> float | None:
+        """End of the after-call work app_queue gives after a call (its wrapuptime),
+        while it lasts; None outside it."""
+        if not self.logged_in or self.in_call or self.paused or not self.last_call \
+                or self.wrapup_seconds <= 0:
+            return None
+        until = self.last_call + self.wrapup_seconds
+        return until if until > (time.time() if now is None else now) else None
 
     @property
     def state(self) -> str:
-        """offline | ready | paused | after_call_work | in_call"""
+        """offline | no_phone | ready | paused | after_call_work | in_call | busy_elsewhere"""
         if not self.logged_in:
-            return "offline"
+            return "no_phone" if self.phone_down else "offline"
         if self.in_call:
-            return "in_call"
+            return "busy_elsewhere" if self.elsewhere else "in_call"
+        if self.phone_down:
+            return "no_phone"
         if self.paused:
             return "after_call_work" if self.reason == "after_call_work" else "paused"
+        if self.wrapup_until() is not None:
+            return "after_call_work"
         return "ready"
 
     def as_dict(self) -> dict[str, Any]:
         return {"endpoint": self.endpoint, "state": self.state, "logged_in": self.logged_in,
                 "paused": self.paused, "reason": self.reason, "status": self.status,
                 "in_call": self.in_call, "calls_taken": self.calls_taken,
-                "since": self.since, "queues": self.queues}
+                "since": self.since, "queues": self.queues,
+                "phone_down": self.phone_down, "wrapup_until": self.wrapup_until()}
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0
 
 
 def _load_json(raw: Any) -> dict[str, Any]:
@@ -147,28 +180,59 @@ def queue_callers(queue: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _member(endpoint: str, data: dict[str, Any], svc: Service) -> MemberState:
+    """One queue's mirror record of an operator line."""
+    taken = data.get("calls_taken")
+    since = data.get("since")
+    return MemberState(endpoint, logged_in=True, paused=bool(data.get("paused")),
+                       reason=str(data.get("reason", "") or ""),
+                       status=str(data.get("status", "") or ""),
+                       in_call=bool(data.get("in_call")),
+                       calls_taken=taken if isinstance(taken, int) else 0,
+                       since=float(since) if isinstance(since, int | float) else None,
+                       queues=[svc.queue], last_call=_number(data.get("last_call")),
+                       wrapup_seconds=svc.wrapup_seconds)
+
+
 def members_by_endpoint(tenant_id: str) -> dict[str, MemberState]:
     """Every operator line of the tenant's queues, merged per endpoint."""
     merged: dict[str, MemberState] = {}
     for svc in tenant_services(tenant_id):
         for endpoint, data in queue_members(svc.queue).items():
-            m = merged.setdefault(endpoint, MemberState(endpoint))
-            m.logged_in = True
+            one = _member(endpoint, data, svc)
+            m = merged.get(endpoint)
+            if m is None:
+                merged[endpoint] = one
+                continue
             m.queues.append(svc.queue)
-            m.paused = m.paused or bool(data.get("paused"))
-            m.reason = m.reason or str(data.get("reason", "") or "")
-            m.status = m.status or str(data.get("status", "") or "")
-            m.in_call = m.in_call or bool(data.get("in_call"))
-            taken = data.get("calls_taken")
-            m.calls_taken += taken if isinstance(taken, int) else 0
-            since = data.get("since")
-            if isinstance(since, int | float):
-                m.since = since if m.since is None else max(m.since, float(since))
+            m.paused = m.paused or one.paused
+            m.reason = m.reason or one.reason
+            m.status = m.status or one.status
+            m.in_call = m.in_call or one.in_call
+            m.calls_taken += one.calls_taken
+            if one.since is not None:
+                m.since = one.since if m.since is None else max(m.since, one.since)
+            if one.last_call > m.last_call:  # app_queue applies the last queue's wrapuptime
+                m.last_call, m.wrapup_seconds = one.last_call, one.wrapup_seconds
     return merged
 
 
+def phone_state(endpoint: str) -> str:
+    """The device state of an operator phone from the presence mirror ("" if unknown)."""
+    ext = dict(get_settings().operators.endpoints()).get(endpoint)
+    if ext is None:
+        return ""
+    raw = get_redis().hget(presence_key(get_keys()), ext)
+    return raw.decode() if isinstance(raw, bytes) else str(raw or "")
+
+
 def member_state(tenant_id: str, endpoint: str) -> MemberState:
-    return members_by_endpoint(tenant_id).get(endpoint, MemberState(endpoint))
+    """The operator's line; logged out, its phone's state comes from the presence mirror
+    (so 電話機未接続 shows before log-in too)."""
+    member = members_by_endpoint(tenant_id).get(endpoint)
+    if member is None:
+        member = MemberState(endpoint, status=phone_state(endpoint) if endpoint else "")
+    return member
 
 
 def pause_reasons() -> tuple[str, ...]:
@@ -362,20 +426,16 @@ def wallboard(tenant_id: str) -> list[dict[str, Any]]:
                   if isinstance(c.get("joined_at"), int | float)]
         members = []
         for endpoint, data in sorted(queue_members(svc.queue).items()):
-            taken = data.get("calls_taken")
-            since = data.get("since")
-            m = MemberState(endpoint, logged_in=True, paused=bool(data.get("paused")),
-                            reason=str(data.get("reason", "") or ""),
-                            status=str(data.get("status", "") or ""),
-                            in_call=bool(data.get("in_call")),
-                            calls_taken=taken if isinstance(taken, int) else 0,
-                            since=float(since) if isinstance(since, int | float) else None)
+            m = _member(endpoint, data, svc)
+            call = current_call(session, tenant_id, endpoint) if m.in_call else None
+            # 通話中 only on the board of the queue whose call it is
+            m.elsewhere = call is not None and call.service_id != svc.id
             user = users.get(endpoint)
             members.append({**m.as_dict(),
                             "name": (user.display_name or user.username) if user else "",
                             "seconds_in_state": int(now - m.since) if m.since else None,
-                            "call_id": _member_call(session, tenant_id, endpoint)
-                            if m.in_call else None})
+                            "call_id": call.id if call is not None and not m.elsewhere
+                            else None})
         boards.append({
             "service": svc.id, "queue": svc.queue, "name": svc.name, "name_en": svc.name_en,
             "waiting": len(callers),
@@ -383,13 +443,11 @@ def wallboard(tenant_id: str) -> list[dict[str, Any]]:
             "threshold": threshold,
             **today_counts(session, svc, threshold),
             "operators": members,
+            # after-call work ends without an event: the board is fetched again then
+            "refresh_at": min((o["wrapup_until"] for o in members if o["wrapup_until"]),
+                              default=None),
         })
     return boards
-
-
-def _member_call(session: Session, tenant_id: str, endpoint: str) -> str | None:
-    call = current_call(session, tenant_id, endpoint)
-    return call.id if call else None
 
 
 # --------------------------------------------------------------------- FAQ search

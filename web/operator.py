@@ -36,7 +36,7 @@ from faq import usage
 from web import callbacks, console
 from web.access import audit_event, login_required
 from web.cases import Reply, answer, card_context, disposition_labels, load_case, me, wants_fetch
-from web.db import get_db, get_keys, get_redis
+from web.db import get_db, get_keys, get_redis, get_settings
 from web.forms import field, has_control_chars
 from web.sse import latest_id
 from web.views import register_nav
@@ -60,7 +60,9 @@ def pause_labels() -> dict[str, str]:
 
 def state_labels() -> dict[str, str]:
     return {"offline": _("Logged out"), "ready": _("Ready"), "paused": _("Paused"),
-            "after_call_work": _("After-call work"), "in_call": _("On a call")}
+            "after_call_work": _("After-call work"), "in_call": _("On a call"),
+            "no_phone": _("Phone not connected"),
+            "busy_elsewhere": _("On a call for another service")}
 
 
 def _no_phone(user: User) -> Reply | None:
@@ -87,6 +89,7 @@ def console_page() -> str:
         current=call, recent=console.recent_calls(db, user.tenant_id, endpoint)
         if endpoint else [], last_id=latest_id(get_redis(), get_keys()),
         services=console.tenant_services(user.tenant_id),
+        phone_extension=dict(get_settings().operators.endpoints()).get(endpoint, ""),
         all_dispositions=disposition_labels(), **callback_context(user), **ctx)
 
 
@@ -133,6 +136,11 @@ def change_state() -> Reply:
     action = field("action", 16)
     reason = field("reason", 32)
     command: Event
+    makes_ready = action == "ready" or (action == "login" and field("paused", 8) != "1")
+    if makes_ready and console.member_state(user.tenant_id, endpoint).phone_down:
+        return answer(False, _("Your phone is not connected. Start the softphone and wait "
+                               "until it is registered, then try again."),
+                       url_for("operator.console"), status=409)
     if action == "login":
         command = AgentLogin(tenant=user.tenant_id, endpoint=endpoint, operator=str(user.id),
                              paused=field("paused", 8) == "1")

@@ -20,7 +20,7 @@ from common.models import Call
 from common.settings import Settings
 from stack.asterisk import AsteriskInstance
 from tests.conftest import wait_until
-from tests.integration.conftest import Phones, Proc, run_sipp, send, start_phones
+from tests.integration.conftest import SIPP_DIR, Phones, Proc, run_sipp, send, start_phones
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.engine("postgresql")]
 
@@ -103,6 +103,61 @@ def test_operator_states_through_the_command_api(
     assert send(call_settings, AgentLogout(tenant="city", endpoint="op01"))["ok"]
     wait_until(lambda: not members(call_settings), 10, "logout not mirrored")
     assert "op01" not in asterisk.cli("queue show citizens")
+
+
+def unregister(settings: Settings, endpoint: str, workdir: Path) -> None:
+    """The softphone is closed: every registration of ``endpoint`` is removed."""
+    from stack.render import phones as all_phones
+
+    password = next(p.password for p in all_phones(settings) if p.id == endpoint)
+    workdir.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["sipp", f"127.0.0.1:{settings.asterisk.sip_port}", "-sf",
+         str(SIPP_DIR / "unregister_auth.xml"), "-s", endpoint, "-au", endpoint,
+         "-ap", password, "-i", "127.0.0.1", "-p", "0", "-m", "1", "-timeout", "10s",
+         "-timeout_error", "-nostdin"],
+        cwd=workdir, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, f"{endpoint} not unregistered:\n{done.stdout}{done.stderr}"
+
+
+def test_a_phone_that_cannot_ring_is_shown_and_cannot_be_made_ready(
+        asterisk: AsteriskInstance, ari_app: Proc, call_settings: Settings,
+        tmp_path: Path) -> None:
+    phone = start_phones(call_settings, ["op07"], tmp_path / "phone")
+    try:
+        assert send(call_settings, AgentLogin(tenant="city", endpoint="op07",
+                                              queues=["citizens"]))["ok"]
+        wait_until(lambda: (members(call_settings).get("op07") or {}).get("status")
+                   == "not_in_use", 10, "op07 not ready")
+        assert send(call_settings, AgentPause(tenant="city", endpoint="op07",
+                                              reason="break"))["ok"]
+        unregister(call_settings, "op07", tmp_path / "unregister")
+        # app_queue follows the phone's device state; the mirror says so at once
+        wait_until(lambda: members(call_settings)["op07"]["status"] == "unavailable", 10,
+                   f"not mirrored: {asterisk.cli('queue show citizens')}")
+        refused = send(call_settings, AgentUnpause(tenant="city", endpoint="op07"))
+        assert not refused["ok"] and refused["code"] == "phone_unavailable", refused
+        assert "phone op07 is not registered" in refused["error"]
+        assert members(call_settings)["op07"]["paused"] is True
+        assert send(call_settings, AgentLogout(tenant="city", endpoint="op07"))["ok"]
+        wait_until(lambda: "op07" not in members(call_settings), 10, "logout not mirrored")
+        refused = send(call_settings, AgentLogin(tenant="city", endpoint="op07",
+                                                 queues=["citizens"]))
+        assert not refused["ok"] and refused["code"] == "phone_unavailable", refused
+        assert "op07" not in members(call_settings)
+    finally:
+        phone.stop()
+    # the softphone comes back: the operator can be made ready again
+    phone = start_phones(call_settings, ["op07"], tmp_path / "phone-again")
+    try:
+        assert send(call_settings, AgentLogin(tenant="city", endpoint="op07",
+                                              queues=["citizens"]))["ok"]
+        wait_until(lambda: (members(call_settings).get("op07") or {}).get("status")
+                   == "not_in_use", 10, "op07 not back")
+        assert send(call_settings, AgentLogout(tenant="city", endpoint="op07"))["ok"]
+        wait_until(lambda: "op07" not in members(call_settings), 10, "logout not mirrored")
+    finally:
+        phone.stop()
 
 
 def test_eighth_caller_waits_for_the_first_free_operator(

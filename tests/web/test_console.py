@@ -650,3 +650,101 @@ def test_wrapup_records_after_call_work(app: Flask, people: dict[str, User]) -> 
                                                   CallEvent.kind == "wrapup_end")).all()
         assert len(rows) == 1 and rows[0].data["disposition"] == "other"
         assert rows[0].data["seconds"] == done.wrapup_seconds
+
+
+# -------------------------------------------------------------- live operator state
+
+
+def member_record(**fields: Any) -> str:
+    import time
+
+    base = {"endpoint": "op01", "paused": False, "reason": "", "status": "not_in_use",
+            "in_call": False, "calls_taken": 0, "since": time.time() - 5, "last_call": 0}
+    return json.dumps({**base, **fields})
+
+
+def test_phone_not_connected_is_shown_and_cannot_be_made_ready(
+        app: Flask, people: dict[str, User], rds: redis.Redis, keys: Keys,
+        web_settings: Any) -> None:
+    op = signed_in(app, "op1")
+    extension = dict(web_settings.operators.endpoints())["op01"]
+    # logged out, its phone unregistered (presence mirror): no log-in button
+    rds.hset(presence_key(keys), extension, "unavailable")
+    state = op.get("/operator/state").get_json()
+    assert state["state"] == "no_phone" and state["label"] == "電話機未接続"
+    page = op.get("/operator/").get_data(as_text=True)
+    assert 'id="phone-down"' in page and 'id="btn-login"' not in page
+    assert f'data-phone-extension="{extension}"' in page
+    token = csrf(op, "/operator/")
+    refused = op.post("/operator/state", data={"action": "login", "csrf_token": token},
+                      headers=FETCH)
+    assert refused.status_code == 409 and "電話機が接続されていません" in \
+        refused.get_json()["message"]
+    # logged in and paused while the phone is down: still 電話機未接続, no 受付可 button
+    rds.hset(keys.queue_members("citizens"), "op01",
+             member_record(status="unavailable", paused=True, reason="break"))
+    assert op.get("/operator/state").get_json()["state"] == "no_phone"
+    part = op.get("/operator/state?partial=1").get_data(as_text=True)
+    assert "電話機未接続" in part and 'id="btn-ready"' not in part and "受付可" not in part
+    refused = op.post("/operator/state", data={"action": "ready", "csrf_token": token},
+                      headers=FETCH)
+    assert refused.status_code == 409
+    assert commands(rds, keys) == []  # nothing was sent to the controller
+    sup = signed_in(app, "sup1")
+    board = next(b for b in sup.get("/supervisor/wallboard.json").get_json()["services"]
+                 if b["service"] == "citizens")
+    assert board["operators"][0]["state"] == "no_phone"
+    assert "電話機未接続" in sup.get("/supervisor/wallboard").get_data(as_text=True)
+    # the phone registers again: the state comes back by itself, and ready is sent
+    rds.hset(keys.queue_members("citizens"), "op01",
+             member_record(status="not_in_use", paused=True, reason="break"))
+    assert op.get("/operator/state").get_json()["state"] == "paused"
+    assert 'id="btn-ready"' in op.get("/operator/state?partial=1").get_data(as_text=True)
+    assert op.post("/operator/state", data={"action": "ready", "csrf_token": token},
+                   headers=FETCH).status_code == 200
+    assert [c.type for c in commands(rds, keys)] == ["cmd.agent.unpause"]
+
+
+def test_after_call_work_lasts_the_services_wrapup_time(
+        app: Flask, people: dict[str, User], rds: redis.Redis, keys: Keys,
+        web_settings: Any) -> None:
+    import time
+
+    wrapup = next(s for s in web_settings.services if s.id == "citizens").wrapup_seconds
+    assert wrapup > 2
+    ended = time.time() - 1
+    rds.hset(keys.queue_members("citizens"), "op01", member_record(last_call=int(ended)))
+    op = signed_in(app, "op1")
+    state = op.get("/operator/state").get_json()
+    assert state["state"] == "after_call_work"
+    assert abs(state["wrapup_until"] - (int(ended) + wrapup)) < 0.01
+    part = op.get("/operator/state?partial=1").get_data(as_text=True)
+    assert "後処理" in part and "data-refresh-at=" in part
+    sup = signed_in(app, "sup1")
+    board = next(b for b in sup.get("/supervisor/wallboard.json").get_json()["services"]
+                 if b["service"] == "citizens")
+    assert board["operators"][0]["state"] == "after_call_work" and board["refresh_at"]
+    # once the wrap-up time has passed the line is ready again, with nothing to refresh
+    rds.hset(keys.queue_members("citizens"), "op01",
+             member_record(last_call=int(time.time()) - wrapup - 1))
+    assert op.get("/operator/state").get_json()["state"] == "ready"
+    assert "data-refresh-at" not in op.get("/operator/state?partial=1").get_data(as_text=True)
+
+
+def test_on_a_call_shows_only_on_the_board_of_that_calls_queue(
+        app: Flask, people: dict[str, User], rds: redis.Redis, keys: Keys) -> None:
+    # app_queue marks the member busy in every queue it is in (one device state)
+    for queue in ("citizens", "kiosk"):
+        rds.hset(keys.queue_members(queue), "op01",
+                 member_record(status="in_use", in_call=True))
+    add_call(app, "live-citizens")
+    sup = signed_in(app, "sup1")
+    boards = {b["service"]: b for b in sup.get("/supervisor/wallboard.json").get_json()[
+        "services"]}
+    on_citizens = boards["citizens"]["operators"][0]
+    on_kiosk = boards["remote-window"]["operators"][0]
+    assert on_citizens["state"] == "in_call" and on_citizens["call_id"] == "live-citizens"
+    assert on_kiosk["state"] == "busy_elsewhere" and on_kiosk["call_id"] is None
+    page = sup.get("/supervisor/wallboard").get_data(as_text=True)
+    kiosk_board = page[page.index('data-service="remote-window"'):]
+    assert "他の窓口で対応中" in kiosk_board and ">通話中<" not in kiosk_board

@@ -53,8 +53,25 @@
     if (!url || !document.getElementById("agent-state")) { return; }
     newest("state", getHTML(url)).then(function (html) {
       var el = document.getElementById("agent-state");
-      if (el) { el.outerHTML = html; tick(); }
+      if (el) { el.outerHTML = html; tick(); scheduleRefresh(); }
     }).catch(function () {});
+  }
+  // after-call work ends at a known time (app_queue's wrapuptime) without an event:
+  // the part that shows it says when (data-refresh-at) and is fetched again then
+  var refreshTimer = null;
+  function scheduleRefresh() {
+    if (refreshTimer) { window.clearTimeout(refreshTimer); refreshTimer = null; }
+    var marks = document.querySelectorAll("[data-refresh-at]");
+    var at = Infinity;
+    for (var i = 0; i < marks.length; i++) {
+      at = Math.min(at, parseFloat(marks[i].getAttribute("data-refresh-at")));
+    }
+    if (!isFinite(at)) { return; }
+    var wait = Math.max(200, (at - Date.now() / 1000) * 1000 + 300);
+    refreshTimer = window.setTimeout(function () {
+      refreshTimer = null;
+      if (kind === "supervisor") { refreshBoards(); } else { refreshState(); }
+    }, wait);
   }
   function loadCard(callId) {
     var area = document.getElementById("case-area");
@@ -93,7 +110,7 @@
       boardTimer = null;
       var el = document.getElementById("boards");
       getHTML(root.getAttribute("data-board-url")).then(function (html) {
-        el.innerHTML = html; tick();
+        el.innerHTML = html; tick(); scheduleRefresh();
       }).catch(function () {});
     }, 150);
   }
@@ -111,13 +128,16 @@
     }, 150);
   }
 
+  scheduleRefresh();
+
   // -- events ---------------------------------------------------------------------
   function handle(ev) {
     var d = ev.data || {};
     var type = String(ev.type || "");
     if (type.indexOf("call.") === 0 || type === "queue.caller") { refreshCallbacks(); }
     if (ev.type === "command.result") {
-      say(d.ok ? msg("ok") : msg("failed") + " " + (d.code || ""));
+      // a refusal is said in words; the machine-readable code stays out of the page
+      say(d.ok ? msg("ok") : (msg("code-" + (d.code || "")) || msg("failed")));
       if (kind === "operator") { refreshState(); }
       return;
     }
@@ -134,6 +154,14 @@
       say(msg("ended"));
       var card = document.getElementById("case-card");
       if (card) { card.setAttribute("data-status", "ended"); }
+      // the card again from the server: its 通話中 badge becomes 終了, the wrap-up opens
+      loadCard(currentCall);
+      if (kind === "operator") { refreshState(); }
+      return;
+    }
+    if (ev.type === "device.state" && kind === "operator" &&
+        d.extension && d.extension === root.getAttribute("data-phone-extension")) {
+      refreshState();
       return;
     }
     if (kind === "operator") {
