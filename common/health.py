@@ -6,7 +6,8 @@ to Redis every few seconds, and at once when their state changes, with a short e
 they stop. ari_app's heartbeat also carries what it sees of Asterisk, ARI and AMI, because
 nothing else talks to Asterisk. rq workers and the rq cron scheduler register
 themselves in Redis (rq's own registries). Redis and the database are checked directly.
-Used by the web health page and by the health roll-up job.
+An optional part the settings leave off (no speech model, no kiosks) is "not configured",
+which is not a failure. Used by the web health page and by the health roll-up job.
 """
 
 from __future__ import annotations
@@ -25,16 +26,22 @@ from sqlalchemy import Engine
 
 from common.db import ping
 from common.keys import Keys
+from common.settings import Settings
 
 COMPONENTS = ("asterisk", "ari", "ami", "ari_app", "redis", "database", "worker", "cron",
               "kiosk_bridge", "transcriber")
+#: A component's state: working, failing, or an optional part the settings leave off.
+OK, DOWN, NOT_CONFIGURED = "ok", "down", "not_configured"
+STATES = (OK, DOWN, NOT_CONFIGURED)
 
 #: What the health page says about a speech model the transcriber cannot use
 #: (``ModelError.problem`` in its heartbeat), each with the fix.
-_MODEL_FIX = ("Fix: set transcription.model_path to an unpacked Vosk model folder "
-              "(am/, conf/, graph/; README)")
+_MODEL_FOLDER = ("transcription.model_path to an unpacked Vosk model folder "
+                 "(am/, conf/, graph/; README)")
+_MODEL_FIX = f"Fix: set {_MODEL_FOLDER}"
+_TRANSCRIBER_ON = f"To turn it on: set {_MODEL_FOLDER}, then (re)start the transcriber"
 MODEL_PROBLEMS = {
-    "not_configured": "speech model missing: transcription.model_path is not set",
+    "not_configured": "not configured: transcription.model_path is not set",
     "not_found": "speech model missing: {path} does not exist",
     "not_a_model": "speech model unusable: {path} is not a Vosk model folder",
     "load_failed": "speech model unusable: Vosk could not load {path}",
@@ -43,9 +50,24 @@ MODEL_PROBLEMS = {
 
 @dataclass(frozen=True)
 class ComponentHealth:
+    """``state`` is one of ``STATES`` (``ok`` or ``down`` from ``ok`` when not given);
+    ``ok`` is false only when the component is down, so a part that is not configured
+    is not counted as a failure."""
+
     component: str
     ok: bool
     detail: str
+    state: str = ""
+
+    def __post_init__(self) -> None:
+        state = self.state or (OK if self.ok else DOWN)
+        if state not in STATES or self.ok != (state != DOWN):
+            raise ValueError(f"{self.component}: ok={self.ok} with state {state!r}")
+        object.__setattr__(self, "state", state)
+
+    @classmethod
+    def not_configured(cls, component: str, detail: str) -> ComponentHealth:
+        return cls(component, True, detail, NOT_CONFIGURED)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,13 +164,10 @@ def _from_ari_app(beats: list[dict[str, str]]) -> list[ComponentHealth]:
     return out
 
 
-def _from_transcriber(beats: list[dict[str, str]]) -> ComponentHealth:
-    """Up when one transcriber has its model loaded; otherwise why, with the fix. Calls
-    go on without transcription either way (docs/transcription.md)."""
-    if not beats:
-        return ComponentHealth("transcriber", False,
-                               "not running (no heartbeat): calls are not transcribed. "
-                               "Fix: start python -m transcriber.main (make run)")
+def _from_transcriber(beats: list[dict[str, str]], settings: Settings) -> ComponentHealth:
+    """Up when one transcriber has its model loaded; not configured when the settings
+    turn transcription off or set no model (and no transcriber has one); otherwise why,
+    with the fix. Calls go on without transcription either way (docs/transcription.md)."""
     up = [b for b in beats if b.get("state") == "up"]
     if up:
         streams = sum(int(b.get("streams", "0") or 0) for b in up)
@@ -156,8 +175,28 @@ def _from_transcriber(beats: list[dict[str, str]]) -> ComponentHealth:
         return ComponentHealth("transcriber", True,
                                f"{len(up)} instance(s) up, {streams} stream(s), "
                                f"real-time factor {rtf:.2f}")
+    cfg = settings.transcription
+    if not cfg.enabled:
+        return ComponentHealth.not_configured(
+            "transcriber", "not configured: transcription.enabled is false. To turn it on: "
+            f"set it to true and {_MODEL_FOLDER}")
+    if not beats:
+        if not cfg.model_path:
+            return ComponentHealth.not_configured(
+                "transcriber", f"{MODEL_PROBLEMS['not_configured']}. {_TRANSCRIBER_ON}")
+        return ComponentHealth("transcriber", False,
+                               "not running (no heartbeat): calls are not transcribed. "
+                               "Fix: start python -m transcriber.main (make run)")
     beat = max(beats, key=lambda b: float(b.get("updated_at", 0) or 0))
     state = beat.get("state", "down")
+    if beat.get("problem") == "not_configured":
+        if not cfg.model_path:
+            return ComponentHealth.not_configured(
+                "transcriber", f"{MODEL_PROBLEMS['not_configured']}. {_TRANSCRIBER_ON}")
+        return ComponentHealth("transcriber", False,
+                               "speech model missing: the transcriber runs without "
+                               "transcription.model_path, though the settings set it to "
+                               f"{cfg.model_path}. Fix: start it with the same settings")
     problem = MODEL_PROBLEMS.get(beat.get("problem", ""))
     if problem is not None:
         why = problem.format(path=beat.get("model_path", "") or "the folder")
@@ -167,8 +206,22 @@ def _from_transcriber(beats: list[dict[str, str]]) -> ComponentHealth:
                            f"{state}: {beat.get('detail', '')}".rstrip(": "))
 
 
-def collect(client: redis.Redis, keys: Keys, engine: Engine) -> list[ComponentHealth]:
-    """Check every component; never raises."""
+def _from_kiosk_bridge(beats: list[dict[str, str]], settings: Settings) -> ComponentHealth:
+    """Up when a bridge reports; not configured when the settings register no kiosk."""
+    if beats:
+        return ComponentHealth("kiosk_bridge", True, f"{len(beats)} instance(s) reporting")
+    if not settings.kiosks:
+        return ComponentHealth.not_configured(
+            "kiosk_bridge", "not configured: no kiosks are registered (kiosks is empty). "
+            "To turn it on: register kiosks ([[kiosks]], docs/kiosk.md), then start "
+            "python -m kiosk_bridge.main (make run)")
+    return ComponentHealth("kiosk_bridge", False, "not running (no heartbeat)")
+
+
+def collect(client: redis.Redis, keys: Keys, engine: Engine,
+            settings: Settings) -> list[ComponentHealth]:
+    """Check every component; never raises. ``settings`` tell an optional part that is
+    off (no speech model, no kiosks: not configured) from one that is down."""
     results: list[ComponentHealth] = []
     try:
         client.ping()
@@ -180,11 +233,10 @@ def collect(client: redis.Redis, keys: Keys, engine: Engine) -> list[ComponentHe
     if redis_ok:
         results.extend(_from_ari_app(read_heartbeats(client, keys, "ari_app")))
         results.extend(_rq_health(client))
-        bridges = read_heartbeats(client, keys, "kiosk_bridge")
-        results.append(ComponentHealth(
-            "kiosk_bridge", bool(bridges),
-            f"{len(bridges)} instance(s) reporting" if bridges else "not running (no heartbeat)"))
-        results.append(_from_transcriber(read_heartbeats(client, keys, "transcriber")))
+        results.append(_from_kiosk_bridge(read_heartbeats(client, keys, "kiosk_bridge"),
+                                          settings))
+        results.append(_from_transcriber(read_heartbeats(client, keys, "transcriber"),
+                                         settings))
     else:
         for comp in ("ari_app", "asterisk", "ari", "ami", "worker", "cron", "kiosk_bridge",
                      "transcriber"):

@@ -34,7 +34,7 @@ def health_rollup() -> dict[str, Any]:
     client = redis.Redis.from_url(settings.redis.url)
     try:
         init_schema(engine)
-        results = collect(client, Keys(settings.redis.prefix), engine)
+        results = collect(client, Keys(settings.redis.prefix), engine, settings)
         at = datetime.now(UTC)
         with transaction(session_factory(engine)) as session:
             for item in results:

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     client = redis.Redis.from_url(settings.redis.url, socket_connect_timeout=2)
     engine = make_engine(settings.database_url)
     try:
-        for item in collect(client, Keys(settings.redis.prefix), engine):
+        for item in collect(client, Keys(settings.redis.prefix), engine, settings):
             if item.component == argv[0]:
                 print(f"{item.component}: {'ok' if item.ok else 'DOWN'} ({item.detail})")
                 return 0 if item.ok else 1

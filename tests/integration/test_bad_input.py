@@ -75,7 +75,7 @@ def test_wrong_ari_password_is_reported_and_retried(
     engine = make_engine(call_settings.database_url)
     try:
         health = {c.component: c for c in collect(client, Keys(call_settings.redis.prefix),
-                                                  engine)}
+                                                  engine, call_settings)}
     finally:
         client.close()
         engine.dispose()
