@@ -110,6 +110,9 @@ def _add_missing_columns(engine: Engine) -> None:
             ddl = column.type.compile(dialect=engine.dialect)
             with engine.begin() as conn:
                 conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {ddl}'))
+                for index in table.indexes:
+                    if column.name in index.columns:
+                        index.create(conn, checkfirst=True)
 
 
 def ping(engine: Engine) -> None:

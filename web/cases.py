@@ -24,14 +24,16 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from common.models.accounts import OPERATOR, STAFF, SUPERVISOR, User
 from common.models.calls import Call
-from web import console
-from web.access import audit_view, current_user, deny, ensure_tenant, login_required
+from web import console, contacts
+from web.access import audit_event, audit_view, current_user, deny, ensure_tenant, login_required
 from web.db import get_db, get_settings
 from web.forms import field, has_control_chars
 
 bp = Blueprint("cases", __name__, url_prefix="/calls")
 CASE_ROLES = {OPERATOR, STAFF, SUPERVISOR}
 CALL_ID_MAX = 64
+#: Transfer steps (``transfer`` rows' result) while it is still under way.
+TRANSFER_OPEN = ("started", "ringing", "consulting")
 
 Reply = str | tuple[str, int] | WerkzeugResponse | tuple[WerkzeugResponse, int]
 
@@ -93,13 +95,16 @@ def card_context(call: Call, role: str) -> dict[str, Any]:
     escalation = next((str((t.data or {}).get("note", "")) for t in reversed(transfer_steps)
                        if (t.data or {}).get("note")), "")
     svc = console.service_by_id(call.service_id)
+    last = (transfer_steps[-1].data or {}) if transfer_steps else {}
+    in_progress = last.get("result") in TRANSFER_OPEN
     return {
         "call": call,
         "role": role,
         "service": svc,
         "wait": console.wait_seconds(call),
-        "earlier": console.earlier_contacts(db, call, days),
+        "earlier": contacts.earlier_contacts(db, call, days),
         "earlier_days": days,
+        "outcomes": outcome_labels(),
         "transcript": console.transcript(call.id),
         "suggestions": console.suggestions(call.id),
         "transcription_state": console.transcription_state(call.id),
@@ -107,6 +112,13 @@ def card_context(call: Call, role: str) -> dict[str, Any]:
         "faq_used": used,
         "faq_titles": console.faq_titles(db, used, call.tenant_id),
         "transfers": transfer_steps,
+        # a transfer under way: no new one; complete or cancel only an attended one
+        "transfer_in_progress": in_progress,
+        "can_complete": in_progress and last.get("kind") == "attended"
+        and last.get("result") == "consulting",
+        "can_cancel": in_progress and last.get("kind") == "attended",
+        # the caller is with the staff member now (the operator's part has ended)
+        "handed_over": last.get("result") == "answered",
         "escalation_note": escalation,
         "departments": console.tenant_departments(call.tenant_id),
         "presence": console.presence([e for d in console.tenant_departments(call.tenant_id)
@@ -114,6 +126,7 @@ def card_context(call: Call, role: str) -> dict[str, Any]:
         "dispositions": disposition_labels(),
         "presence_labels": presence_labels(),
         "transfer_labels": transfer_labels(),
+        "transfer_reasons": transfer_reason_labels(),
     }
 
 
@@ -128,6 +141,23 @@ def transfer_labels() -> dict[str, str]:
             "consulting": _("Operator on the line"), "answered": _("Connected"),
             "failed": _("Failed"), "returned": _("Returned to the operator"),
             "abandoned": _("Caller hung up")}
+
+
+def transfer_reason_labels() -> dict[str, str]:
+    """Why a transfer did not reach the staff member or came back (ari_app.transfers)."""
+    return {"busy": _("the line was busy"), "no_answer": _("no answer"),
+            "unavailable": _("the phone is not reachable"), "rejected": _("declined"),
+            "cancelled": _("the operator went back to the caller"),
+            "staff_hung_up": _("the staff member hung up"),
+            "operator": _("back with the operator"),
+            "queue_front": _("the operator did not answer; the caller waits first in line")}
+
+
+def outcome_labels() -> dict[str, str]:
+    """How a contact ended (``Call.outcome``), for the earlier contacts."""
+    return {"answered": _("Answered"), "abandoned": _("Hung up while waiting"),
+            "rejected": _("Not accepted"), "out_of_hours": _("Outside service hours"),
+            "callback": _("Callback booked")}
 
 
 def disposition_labels() -> dict[str, str]:
@@ -192,3 +222,26 @@ def add_note(call_id: str) -> Reply:
         return jsonify({"ok": True, "note_id": row.id})
     flash(_("The note was saved."), "success")
     return redirect(url_for("cases.card", call_id=call.id)), 303
+
+
+@bp.post("/<call_id>/citizen-phone")
+@login_required(roles={OPERATOR})
+def citizen_phone(call_id: str) -> Reply:
+    """The phone number a kiosk citizen stated, with their consent, to find their earlier
+    contacts (a kiosk call has no number of its own). Kept as the call's ``citizen_ref``;
+    the audit log records that it was set, not the number."""
+    call, role = load_case(call_id)
+    target = url_for("cases.card", call_id=call.id)
+    if role != OPERATOR or call.channel != "kiosk":
+        return answer(False, _("Only the operator of a kiosk call can add the citizen's "
+                               "number."), target, status=409)
+    if request.form.get("consent") != "yes":
+        return answer(False, _("Ask the citizen first, and tick that they agreed."), target,
+                      status=400)
+    number = contacts.phone_number(field("number", 40))
+    if number is None:
+        return answer(False, _("Enter a phone number of 10 to 15 digits, for example "
+                               "09012345678."), target, status=400)
+    contacts.set_citizen_ref(get_db(), call, "tel:" + number)
+    audit_event("case.citizen_phone", object_type="call", object_id=call.id)
+    return answer(True, _("The citizen's earlier contacts are shown."), target, refresh_card=True)

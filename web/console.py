@@ -257,18 +257,6 @@ def recent_calls(session: Session, tenant_id: str, endpoint: str, limit: int = 5
         .order_by(Call.arrived_at.desc()).limit(limit)))
 
 
-def earlier_contacts(session: Session, call: Call, days: int, limit: int = 10) -> list[Call]:
-    """Other contacts from the same number in the last ``days`` days (newest first)."""
-    if not call.caller or call.caller.lower() in ("anonymous", "unknown"):
-        return []
-    since = call.arrived_at - timedelta(days=days)
-    return list(session.scalars(
-        select(Call).where(Call.tenant_id == call.tenant_id, Call.caller == call.caller,
-                           Call.id != call.id, Call.arrived_at >= since,
-                           Call.arrived_at <= call.arrived_at)
-        .order_by(Call.arrived_at.desc()).limit(limit)))
-
-
 def transcript(call_id: str, limit: int = 500) -> list[dict[str, Any]]:
     rows = get_redis().lrange(transcript_key(get_keys(), call_id), -limit, -1)
     out = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, render_template, url_for
+from flask import Blueprint, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
@@ -49,6 +49,8 @@ def index() -> str:
     user = me()
     rows = console.staff_calls(get_db(), user.tenant_id, user.extension or "") \
         if user.extension else []
+    if request.args.get("partial") == "transfers":  # refreshed live by console.js
+        return render_template("staff/_transfers.html", rows=rows, labels=transfer_labels())
     # a call ringing at (or connected to) the staff member now: its card at once
     ctx: dict[str, Any] = {}
     live = next((call for call, ev in rows if call.status == "active"

@@ -25,6 +25,23 @@ def tenant_name(tenant_id: str | None) -> str:
     return tenant_id or ""
 
 
+def service_name(service_id: str | None) -> str:
+    """The service's display name in the current language (the id if unknown)."""
+    english = str(get_locale()) == "en"
+    for service in get_settings().services:
+        if service.id == service_id:
+            return service.name_en if english and service.name_en else service.name
+    return service_id or ""
+
+
+def in_language(value: Any) -> Any:
+    """A bilingual heading (``kpi.tables.Bilingual``) in the page's language only."""
+    ja, en = getattr(value, "ja", None), getattr(value, "en", None)
+    if isinstance(ja, str) and isinstance(en, str):
+        return en if str(get_locale()) == "en" else ja
+    return value
+
+
 def local_time(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     """A UTC datetime shown in the site's time zone."""
     if value is None:
@@ -70,6 +87,7 @@ def _context() -> dict[str, Any]:
         "languages": LANGUAGES,
         "lang_url": lang_url,
         "tenant_name": tenant_name,
+        "service_name": service_name,
         "nav_items": nav_items,
         "has_endpoint": has_endpoint,
         "outcome_label": outcome_label,
@@ -79,6 +97,7 @@ def _context() -> dict[str, Any]:
 def init_app(app: Flask) -> None:
     app.context_processor(_context)
     app.jinja_env.filters["local_time"] = local_time
+    app.jinja_env.filters["in_language"] = in_language
     app.jinja_env.filters["epoch_time"] = epoch_time
 
 

@@ -54,6 +54,11 @@ class Call(Base):
     hold_seconds: Mapped[int | None] = mapped_column(Integer)  # within talk_seconds
     wrapup_seconds: Mapped[int | None] = mapped_column(Integer)  # after-call work
     location: Mapped[str | None] = mapped_column(String(64))  # kiosk location id
+    # Who the citizen of a kiosk call is, for their earlier contacts, without personal
+    # data: ``card:<keyed hash of name and birth date>`` after a card read they agreed
+    # to, or ``tel:<number>`` that they stated and agreed to (web.console.citizen_ref_*).
+    # A kiosk call's ``caller`` is the kiosk, shared by every citizen who uses it.
+    citizen_ref: Mapped[str | None] = mapped_column(String(80), index=True)
 
     events: Mapped[list[CallEvent]] = relationship(
         back_populates="call", order_by="CallEvent.at, CallEvent.id", cascade="all, delete-orphan"

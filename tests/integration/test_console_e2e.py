@@ -228,6 +228,8 @@ def test_operator_staff_and_supervisor_consoles(
         assert shown_at - first < 1.0, f"case card shown {shown_at - first:.2f} s after"
         card = staff.inner_text("#case-card")
         assert CALLER_NUMBER in card and "転入届の記入方法" in card  # the operator's note
+        # the staff page's recent transfers list has the call it shows, without a reload
+        staff.wait_for_selector(f'#staff-transfers tr[data-call="{call.id}"]', timeout=5000)
         shots(staff, "5-staff-case-card")
 
         # the staff member adds a note; the operator sees it without reloading
@@ -242,6 +244,10 @@ def test_operator_staff_and_supervisor_consoles(
         wait_until(lambda: any(e.result == "answered"  # type: ignore[attr-defined]
                                for e in transfer_events(settings, call.id)), 15,
                    "the transfer was not completed")
+        # the operator's card follows the transfer: handed over, nothing left to complete
+        operator.wait_for_selector("#case-card .case-status:has-text('職員に引き継ぎ済み')",
+                                   timeout=5000)
+        assert operator.locator("#btn-transfer-complete").count() == 0
         shots(operator, "6-operator-after-transfer")
 
         # wrap-up

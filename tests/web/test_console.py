@@ -70,10 +70,12 @@ def signed_in(app: Flask, username: str) -> FlaskClient:
 def add_call(app: Flask, call_id: str, *, caller: str = CALLER, agent: str | None = "op01",
              status: str = "active", tenant: str = "city", ago: timedelta = timedelta(0),
              wait: int | None = 12, outcome: str | None = None,
-             service: str = "citizens") -> None:
+             service: str = "citizens", channel: str = "phone",
+             citizen_ref: str | None = None) -> None:
     now = datetime.now(UTC) - ago
     with resources(app).factory() as db:
-        db.add(Call(id=call_id, tenant_id=tenant, service_id=service, channel="phone",
+        db.add(Call(id=call_id, tenant_id=tenant, service_id=service, channel=channel,
+                    citizen_ref=citizen_ref,
                     did="0312345678", caller=caller, arrived_at=now, status=status,
                     queue="citizens", queued_at=now, agent=agent,
                     agent_connected_at=now + timedelta(seconds=wait or 0) if agent else None,
@@ -187,6 +189,84 @@ def test_case_card_shows_the_call_earlier_contacts_and_is_audited(
              "text": f"発話{i}"}))
     card = client.get("/calls/c1?partial=1").get_data(as_text=True)
     assert card.index("発話0") < card.index("発話1") < card.index("発話2")
+
+
+def test_a_kiosk_call_s_earlier_contacts_are_the_citizen_s_never_the_kiosk_s(
+        app: Flask, people: dict[str, User]) -> None:
+    # k01 is shared: another citizen's session there yesterday is not this citizen's history
+    add_call(app, "other-citizen", caller="k01", channel="kiosk", agent="op02",
+             ago=timedelta(days=1), status="ended", service="remote-window")
+    add_call(app, "phoned", caller="09011112222", agent="op02", ago=timedelta(days=2),
+             status="ended", outcome="out_of_hours")
+    add_call(app, "k1", caller="k01", channel="kiosk", service="remote-window")
+    op = signed_in(app, "op1")
+    card = op.get("/calls/k1?partial=1").get_data(as_text=True)
+    assert card.count("<tr><td>") == 0 and "カードを読み取るか" in card
+    assert "相談者の電話番号" in card  # the operator may ask for the number
+    token = csrf(op, "/operator/")
+
+    def give(number: str, consent: bool = True) -> Any:
+        data = {"number": number, "csrf_token": token, **({"consent": "yes"} if consent else {})}
+        return op.post("/calls/k1/citizen-phone", data=data, headers=FETCH)
+
+    no_consent = give("09011112222", consent=False)
+    assert no_consent.status_code == 400 and "同意" in no_consent.get_json()["message"]
+    bad = give("0901111")
+    assert bad.status_code == 400 and "10～15桁" in bad.get_json()["message"]
+    ok = give("０９０-１１１１-２２２２")  # as typed: full-width digits and hyphens
+    assert ok.status_code == 200 and ok.get_json()["refresh_card"]
+    card = op.get("/calls/k1?partial=1").get_data(as_text=True)
+    assert card.count("<tr><td>") == 1 and "受付時間外" in card and "電話" in card
+    assert "out_of_hours" not in card
+    # the citizen's next phone call finds the kiosk visit; the audit keeps no number
+    add_call(app, "later", caller="09011112222", agent="op01", ago=timedelta(seconds=-5))
+    card = op.get("/calls/later?partial=1").get_data(as_text=True)
+    assert card.count("<tr><td>") == 2 and "リモート窓口" in card
+    entries = audit_rows(app, action="case.citizen_phone")
+    assert [e.object_id for e in entries] == ["k1"]
+    assert all("1111" not in (e.reason + e.object_id) for e in audit_rows(app))
+    # only the operator of a kiosk call may give a number
+    add_call(app, "c1")
+    assert op.post("/calls/c1/citizen-phone", data={"number": "09011112222", "consent": "yes",
+                                                    "csrf_token": token},
+                   headers=FETCH).status_code == 409
+
+
+def test_the_transfer_panel_offers_only_what_the_transfer_s_step_allows(
+        app: Flask, people: dict[str, User]) -> None:
+    add_call(app, "c1")
+    op = signed_in(app, "op1")
+
+    def panel() -> str:
+        card = op.get("/calls/c1?partial=1").get_data(as_text=True)
+        return card[card.index('class="transfer-panel"'):]
+
+    before = panel()
+    assert "btn-transfer-complete" not in before and "btn-transfer-cancel" not in before
+    assert "btn-transfer" in before and "戸籍係（空いている職員）" in before
+    add_transfer(app, "c1", result="ringing")
+    ringing = panel()
+    assert "btn-transfer-cancel" in ringing and "btn-transfer-complete" not in ringing
+    assert 'id="btn-transfer"' not in ringing  # one transfer at a time
+    add_transfer(app, "c1", result="consulting")
+    assert "btn-transfer-complete" in panel()
+    add_transfer(app, "c1", result="answered")
+    card = op.get("/calls/c1?partial=1").get_data(as_text=True)
+    assert "職員に引き継ぎ済み" in card and "通話中</span>" not in card
+    assert "btn-transfer-complete" not in card and "相談者は職員と通話中です" in card
+    assert "answered" not in card.split('class="transfer-steps"')[1].split("</ol>")[0]
+
+
+def test_staff_recent_transfers_are_a_part_the_page_refreshes(
+        app: Flask, people: dict[str, User]) -> None:
+    staff = signed_in(app, "staff1")
+    empty = staff.get("/staff/?partial=transfers").get_data(as_text=True)
+    assert 'id="staff-transfers"' in empty and "<tbody>" not in empty
+    add_call(app, "c1")
+    add_transfer(app, "c1", target="2001")
+    part = staff.get("/staff/?partial=transfers").get_data(as_text=True)
+    assert 'data-call="c1"' in part and CALLER in part and "呼び出し中" in part
+    assert "<html" not in part and not audit_rows(app, action="case.view")
 
 
 def test_case_card_is_refused_to_others(app: Flask, people: dict[str, User]) -> None:

@@ -82,6 +82,24 @@
       area.innerHTML = html;
     }).catch(function () {});
   }
+  function refreshTransfers() {
+    var box = document.getElementById("staff-transfers");
+    var url = root.getAttribute("data-transfers-url");
+    if (!box || !url) { return; }
+    newest("transfers", getHTML(url)).then(function (html) { box.outerHTML = html; }).catch(function () {});
+  }
+  function refreshParts(callId, selectors) {
+    // parts of the open card only: reloading all of it would lose what the operator is
+    // typing (wrap-up, note) and reset the kiosk panel
+    newest("parts:" + selectors.join(","), getHTML(fill(root.getAttribute("data-card-url"), callId))).then(function (html) {
+      if (callId !== currentCall) { return; }
+      var fresh = new DOMParser().parseFromString(html, "text/html");
+      selectors.forEach(function (sel) {
+        var part = fresh.querySelector(sel), old = document.querySelector("#case-card " + sel);
+        if (part && old) { old.replaceWith(part); }
+      });
+    }).catch(function () {});
+  }
   function refreshNotes(callId) {
     var box = document.querySelector('[data-notes-for="' + callId + '"]');
     if (!box) { return; }
@@ -145,6 +163,9 @@
     if (kind === "supervisor") { refreshBoards(); return; }
     if (ev.type === "case.note" && d.call_id === currentCall) { refreshNotes(currentCall); return; }
     if (ev.type === "transcript.updated" && d.call_id === currentCall) { refreshLive(currentCall); return; }
+    if (ev.type === "kiosk.card" && d.state === "read" && d.call_id === currentCall) {
+      refreshParts(currentCall, [".earlier"]);  // the card tells who the citizen is
+    }
     if (ev.type === "kiosk.card") {
       // the kiosk panel (kiosk_console.js) refreshes its card section
       document.dispatchEvent(new CustomEvent("mado:kiosk-card", {detail: d}));
@@ -172,11 +193,14 @@
         return;
       }
       if (ev.type === "call.transfer" && d.call_id === currentCall) {
-        say(msg("transfer") + " " + (d.result || "") + (d.reason ? " (" + d.reason + ")" : ""));
+        // the step in words (the machine's reason stays in the log, not on the page)
+        say(msg("transfer") + " " + (msg("transfer-" + (d.result || "")) || msg("failed")));
+        refreshParts(currentCall, [".case-status", ".transfer-panel"]);
       }
       return;
     }
     if (kind === "staff" && ev.type === "call.transfer") {
+      refreshTransfers();
       var open = ["started", "ringing", "consulting", "answered"];
       if (open.indexOf(d.result) >= 0 && d.call_id !== currentCall) {
         loadCard(d.call_id).then(function () { say(msg("new-call")); });
@@ -215,6 +239,7 @@
       if (body.ok && form.hasAttribute("data-reset")) { form.reset(); }
       if (body.ok && body.note_id && currentCall) { refreshNotes(currentCall); }
       if (body.ok && form.hasAttribute("data-refresh-callbacks")) { refreshCallbacks(); }
+      if (body.ok && form.hasAttribute("data-refresh-card") && currentCall) { loadCard(currentCall); }
     }).catch(function () { say(msg("error")); });
   });
 
