@@ -30,8 +30,22 @@ class Table:
     rows: list[list[Any]] = field(default_factory=list)
 
 
+class Bilingual(str):
+    """A heading in both languages: ``"日本語 / English"`` as a string (the reports, CSV
+    and Excel show both), with each language apart for a page shown in one (the web
+    dashboard's ``in_language`` filter)."""
+
+    ja: str
+    en: str
+
+    def __new__(cls, ja: str, en: str) -> Bilingual:
+        value = super().__new__(cls, f"{ja} / {en}")
+        value.ja, value.en = ja, en
+        return value
+
+
 def bilingual(ja: str, en: str) -> str:
-    return f"{ja} / {en}"
+    return Bilingual(ja, en)
 
 
 def fmt(value: float | int | None, unit: str = "") -> str:

@@ -310,6 +310,42 @@ def _parse_day(value: str) -> datetime | None:
     return datetime.combine(day, time(0, 0), tzinfo=tz).astimezone(UTC)
 
 
+def action_label(action: str) -> str:
+    """What an audit action is, in words (the id itself is shown beside it, as code)."""
+    exact = {
+        "access.denied": _("Access refused"), "audit.view": _("Audit log viewed"),
+        "auth.login": _("Log-in"), "auth.logout": _("Log-out"),
+        "auth.password_change": _("Password changed"), "auth.totp": _("Second factor"),
+        "auth.totp_enrol": _("Second factor set up"), "case.view": _("Case card viewed"),
+        "case.wrapup": _("Wrap-up saved"), "case.outcome": _("Staff outcome saved"),
+        "case.citizen_phone": _("Citizen's phone number given"),
+        "kiosk_card.view": _("Card details viewed"), "kiosk_card.read": _("Card read"),
+        "kiosk_still.view": _("Document picture viewed"),
+        "kiosk_video.view": _("Kiosk video viewed"), "report.download": _("Report downloaded"),
+        "report.request": _("Report requested"), "kpi.export": _("KPIs exported"),
+        "user.view": _("User viewed"), "user.list": _("User list viewed"),
+    }
+    if action in exact:
+        return exact[action]
+    area = {"auth": _("Log-in and accounts"), "agent": _("Operator state"),
+            "case": _("Case"), "call": _("Call"), "callback": _("Callback"),
+            "faq": _("FAQ"), "kiosk": _("Remote window"), "kiosk_card": _("My Number card"),
+            "kiosk_session": _("Remote window"), "kpi": _("KPIs"), "report": _("Reports"),
+            "user": _("Users"), "tenant": _("Municipality")}
+    return area.get(action.split(".", 1)[0], _("Other"))
+
+
+def object_labels() -> dict[str, str]:
+    return {"audit": _("Audit log"), "call": _("Call"), "callback": _("Callback"),
+            "case": _("Case"), "endpoint": _("Phone"), "faq_export": _("FAQ export"),
+            "faq_import": _("FAQ import"), "faq_item": _("FAQ item"),
+            "faq_revision": _("FAQ revision"), "kiosk": _("Remote window"),
+            "kiosk_session": _("Remote window session"), "kpi": _("KPIs"),
+            "report": _("Report"), "tenant": _("Municipality"),
+            "transcript_purge": _("Transcript erasure"), "user": _("User"),
+            "route": _("Page")}
+
+
 @bp.get("/audit")
 @login_required(roles=ADMIN)
 def audit_log() -> Page:
@@ -357,5 +393,6 @@ def audit_log() -> Page:
     audit_event("audit.view", object_type="audit")
     more = len(rows) > PAGE_SIZE
     return render_template("admin/audit.html", rows=rows[:PAGE_SIZE], filters=filters,
-                           errors=errors, page=page, more=more,
+                           errors=errors, page=page, more=more, action_label=action_label,
+                           object_labels=object_labels(),
                            outcomes=audit.OUTCOMES), 400 if errors else 200

@@ -69,7 +69,7 @@ def kind_labels() -> dict[str, str]:
 
 
 def status_labels() -> dict[str, str]:
-    return {"queued": _("Waiting"), "running": _("Generating"), "done": _("Ready"),
+    return {"queued": _("Waiting"), "running": _("Generating"), "done": _("Finished"),
             "failed": _("Failed")}
 
 

@@ -70,7 +70,23 @@ def fleet() -> str:
     assert user is not None
     settings = get_settings()
     return render_template("kiosk/fleet.html", kiosks=fleet_status(settings, user.tenant_id),
-                           actions=FLEET_ACTIONS, devices=DEVICES)
+                           actions=FLEET_ACTIONS, devices=DEVICES, labels=fleet_labels())
+
+
+def fleet_labels() -> dict[str, dict[str, str]]:
+    """The fleet page's words for the ids the kiosk page reports."""
+    return {
+        "device": {"camera": _("Camera"), "document_camera": _("Document camera"),
+                   "microphone": _("Microphone"), "speaker": _("Speaker"),
+                   "card_reader": _("Card reader"), "keypad": _("PIN keypad")},
+        "state": {"ok": _("Working"), "missing": _("Not found"), "error": _("Error"),
+                  "unknown": _("Unknown")},
+        "screen": {"loading": _("Starting"), "welcome": _("Welcome screen"),
+                   "categories": _("Choosing a topic"), "connecting": _("Connecting"),
+                   "waiting": _("Waiting"), "call": _("In a call"), "survey": _("Survey"),
+                   "thanks": _("Finished"), "error": _("Error screen"),
+                   "unregistered": _("Not registered")},
+    }
 
 
 @fleet_bp.get("/status.json")
