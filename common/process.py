@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 
 from common.logging_ import set_level, setup_logging
-from common.settings import Settings, SettingsError, load_settings
+from common.settings import CONFIG_FILE_VAR, Settings, SettingsError, load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,18 @@ def start_process(name: str) -> Settings | None:
         logger.error("%s", exc)
         return None
     set_level(settings.site.log_level)
+    log_settings(name, settings)
     return settings
+
+
+def log_settings(name: str, settings: Settings) -> None:
+    """Which settings this process runs on: the site file and their fingerprint, the same
+    in every process that ``make run`` (or a deployment) started from one configuration."""
+    site_file = os.environ.get(CONFIG_FILE_VAR, "")
+    logger.info("%s: settings %s (%s; %d services, %d departments, %d kiosks)", name,
+                settings.fingerprint(), f"site file {site_file}" if site_file else
+                "embedded defaults", len(settings.services), len(settings.departments),
+                len(settings.kiosks))
 
 
 def run_process(name: str, serve: Serve) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import json
 import os
 import re
 import secrets
@@ -323,6 +324,12 @@ class Settings:
     @property
     def production(self) -> bool:
         return self.site.env == "production"
+
+    def fingerprint(self) -> str:
+        """A short digest of every resolved value (the lists of tables too): two processes
+        whose fingerprints agree read the same settings. Each process logs it at start."""
+        text = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def service_for_did(self, did: str) -> Service | None:
         for service in self.services:

@@ -9,6 +9,7 @@ SIGTERM) stops everything in reverse order.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import shutil
@@ -16,7 +17,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -24,6 +27,8 @@ from urllib.parse import urlparse
 import redis
 
 from common.db import DatabaseUnavailable, init_schema, make_engine
+from common.health import DOWN, collect
+from common.keys import Keys
 from common.kiosk import dev_secret
 from common.logging_ import setup_logging
 from common.settings import (
@@ -138,34 +143,104 @@ def ensure_redis(settings: Settings, logdir: Path) -> subprocess.Popen[bytes] | 
     raise SystemExit(f"redis-server did not start; see {logdir / 'redis.log'}")
 
 
-def banner(settings: Settings, asterisk: AsteriskInstance | None) -> str:
+#: What must really be up before ``make run`` says it is running: ari_app connected to
+#: Asterisk over ARI and AMI (its heartbeat), Redis and the database.
+READY = ("asterisk", "ari", "ami", "ari_app", "redis", "database")
+READY_TIMEOUT = 90.0
+
+
+def not_ready(settings: Settings) -> list[str]:
+    """What is not up yet, each as ``name: detail`` (empty when the system is ready):
+    the parts of ``READY`` as the health page sees them, and the web answering."""
+    client = redis.Redis.from_url(settings.redis.url, socket_timeout=2)
+    engine = make_engine(settings.database_url)
+    try:
+        health = {c.component: c for c in collect(client, Keys(settings.redis.prefix), engine,
+                                                   settings)}
+    finally:
+        client.close()
+        engine.dispose()
+    out = [f"{name}: {health[name].detail}" for name in READY
+           if name not in health or health[name].state == DOWN]
+    url = f"http://{settings.web.bind}:{settings.web.port}/health.json"
+    try:
+        with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - our own loopback URL
+            pass
+    except urllib.error.HTTPError:
+        pass  # it answers (503 while a part is down: listed above)
+    except OSError as exc:
+        out.append(f"web: {url} does not answer ({exc})")
+    return out
+
+
+def wait_ready(settings: Settings, tick: Callable[[], None],
+               timeout: float = READY_TIMEOUT) -> list[str]:
+    """Wait until ``not_ready`` is empty, or the time is over: what is still not up.
+    ``tick`` runs between the checks (the children are supervised meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pending = not_ready(settings)
+        if not pending or time.monotonic() >= deadline:
+            return pending
+        time.sleep(0.25)
+        tick()
+
+
+def seed_first_run(env: Mapping[str, str]) -> str:
+    """Development's first start: a user for each role (``web.cli seed-dev --first-run``,
+    which does nothing once there are users); what it printed, for the banner."""
+    proc = subprocess.run([sys.executable, "-m", "web.cli", "seed-dev", "--first-run"],
+                          env=dict(env), cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=120, check=False)
+    if proc.returncode != 0:
+        logger.error("could not create the development users: %s", proc.stderr.strip()[-500:])
+        return ""
+    return proc.stdout
+
+
+def banner(settings: Settings, asterisk: AsteriskInstance | None, *, users: str = "",
+           pending: list[str] | None = None) -> str:
     ast = settings.asterisk
-    lines = ["", "Madoguchi is running. Ctrl-C stops everything.", ""]
-    lines.append(f"  Web console and health page: http://{settings.web.bind}:{settings.web.port}/"
-                 f"  (health: /health)")
+    web = f"http://{settings.web.bind}:{settings.web.port}/"
+    if pending:
+        lines = ["", f"Madoguchi started, but after {READY_TIMEOUT:.0f} s these parts are not "
+                 "up (the health page shows each as it is now):"]
+        lines += [f"  NOT READY  {item}" for item in pending]
+        lines.append("")
+    else:
+        lines = ["", "Madoguchi is running: Asterisk, ARI and AMI are connected. Ctrl-C stops "
+                 "everything.", ""]
+    lines.append(f"  Web console and health page: {web}  (health: /health)")
+    if users:
+        lines.append("  First start: log in with these users (shown this once; make seed-dev "
+                     "adds one for a role nobody holds):")
+        lines += [f"  {line}" for line in users.splitlines()[1:] if line.strip()]
     lines.append(f"  Softphones: SIP/UDP {ast.sip_bind}:{ast.sip_port}, codec G.711; "
                  "register as one of:")
     for phone in phones(settings)[:3]:
         lines.append(f"    {phone.kind:<8} user {phone.id:<10} extension {phone.extension}"
                      f"  password {phone.password}")
-    lines.append(f"    ... all phones: python -m stack.phones  (from {settings.data_dir})")
+    lines.append("    ... all phones: make phones")
     dids = ", ".join(d for s in settings.services for d in s.dids)
-    lines.append(f"  Test caller: calls from {', '.join(settings.trunk.match)} are the carrier "
-                 f"trunk; DIDs: {dids}")
-    lines.append(f"    e.g. sipp 127.0.0.1:{ast.sip_port} -sf tests/sipp/uac_pcap_wait_bye.xml "
-                 f"-s {settings.services[0].dids[0] if settings.services[0].dids else ''} "
-                 "-i 127.0.0.2 -mi 127.0.0.2 -key caller 0901234567 -m 1")
+    lines.append(f"  Test call: make test-call  (a caller from the trunk address "
+                 f"{settings.trunk.match[0] if settings.trunk.match else '-'} to a DID: {dids};"
+                 " it waits in the queue, is answered by a logged-in operator's phone, hangs "
+                 "up after 20 s)")
     if settings.kiosks and not settings.production:
         kiosk = settings.kiosks[0]
-        lines.append(f"  Kiosk page ({kiosk.id}, {kiosk.location}): http://{settings.web.bind}:"
-                     f"{settings.web.port}/kiosk/#{kiosk.id}:{dev_secret(settings, kiosk.id)}")
-        lines.append("    other kiosks: python -m web.cli kiosk dev-url <kiosk id>")
+        lines.append(f"  Kiosk page ({kiosk.id}, {kiosk.location}): {web}kiosk/#{kiosk.id}:"
+                     f"{dev_secret(settings, kiosk.id)}")
+        lines.append("    other kiosks: make kiosk-url KIOSK=<kiosk id>")
     if settings.transcription.enabled and not settings.transcription.model_path:
         lines.append("  Live transcription: off until transcription.model_path names a Vosk "
                      "model folder (README: Vosk model)")
     if asterisk is not None:
         cli = " ".join(asterisk.install.command("-C", asterisk.conf, "-r"))
         lines.append(f"  Asterisk CLI: {cli}")
+    site_file = os.environ.get(CONFIG_FILE_VAR, "")
+    lines.append(f"  Settings: {settings.fingerprint()} "
+                 f"({'site file ' + site_file if site_file else 'embedded defaults'}; every "
+                 "process logs its own at start)")
     lines.append(f"  Logs: {settings.data_dir / 'log'}")
     return "\n".join(lines) + "\n"
 
@@ -176,6 +251,7 @@ class System:
 
     settings: Settings
     logdir: Path
+    instance: str = "dev"
     redis_proc: subprocess.Popen[bytes] | None = None
     asterisk: AsteriskInstance | None = None
     children: list[Child] = field(default_factory=list)
@@ -191,7 +267,7 @@ class System:
         if self.settings.asterisk.mode != "external":
             install = provide(self.settings, build=True)
             logger.info("Asterisk: %s (%s)", install.version, install.kind)
-            self.asterisk = AsteriskInstance(install, self.settings, "dev")
+            self.asterisk = AsteriskInstance(install, self.settings, self.instance)
             self.asterisk.start()
         env = child_environ(self.settings, os.environ)
         for name, args in CHILDREN:
@@ -204,23 +280,26 @@ class System:
         ran a minute starts over at 1 s). Returns only by ``Stop``."""
         while True:
             time.sleep(0.5)
-            now = time.monotonic()
-            for child in self.children:
-                assert child.popen is not None
-                code = child.popen.poll()
-                if code is None:
-                    if now - child.started_at > 60:
-                        child.restarts = 0
-                    continue
-                if child.next_start == 0.0:
-                    delay = min(30.0, 1.0 * 2 ** child.restarts)
-                    logger.error("%s exited with status %s; restarting in %.0f s (log: %s)",
-                                 child.name, code, delay, child.log)
-                    child.next_start = now + delay
-                elif now >= child.next_start:
-                    child.restarts += 1
-                    child.next_start = 0.0
-                    child.start()
+            self.check_children()
+
+    def check_children(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            assert child.popen is not None
+            code = child.popen.poll()
+            if code is None:
+                if now - child.started_at > 60:
+                    child.restarts = 0
+                continue
+            if child.next_start == 0.0:
+                delay = min(30.0, 1.0 * 2 ** child.restarts)
+                logger.error("%s exited with status %s; restarting in %.0f s (log: %s)",
+                             child.name, code, delay, child.log)
+                child.next_start = now + delay
+            elif now >= child.next_start:
+                child.restarts += 1
+                child.next_start = 0.0
+                child.start()
 
     def stop(self) -> None:
         for child in reversed(self.children):
@@ -232,7 +311,11 @@ class System:
             self.redis_proc.wait(10)
 
 
-def run() -> int:
+def run(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Start the whole system (make run).")
+    parser.add_argument("--instance", default="dev",
+                        help="name of the Asterisk instance (its folder; default dev)")
+    args = parser.parse_args(argv)
     setup_logging("stack")
     try:
         settings = load_settings()
@@ -243,10 +326,13 @@ def run() -> int:
     logdir.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
-    system = System(settings, logdir)
+    system = System(settings, logdir, instance=args.instance)
     try:
         system.start()
-        print(banner(settings, system.asterisk), flush=True)
+        users = "" if settings.production else seed_first_run(child_environ(settings,
+                                                                             os.environ))
+        pending = wait_ready(settings, system.check_children)
+        print(banner(settings, system.asterisk, users=users, pending=pending), flush=True)
         system.supervise()
     except Stop:
         logger.info("stopping")

@@ -6,6 +6,7 @@ import logging
 
 from werkzeug.serving import run_simple
 
+from common.process import log_settings
 from common.settings import load_settings
 from web import create_app
 
@@ -16,6 +17,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
+    log_settings("web", settings)
     app = create_app(settings=settings)
     logger.info("web listening on http://%s:%d/", settings.web.bind, settings.web.port)
     # threaded: Server-Sent Events keep a request open per listener.

@@ -69,7 +69,22 @@ def test_seed_dev(app: Flask) -> None:
     password = line.split("password:")[1].strip()
     assert login(app.test_client(), "approver", password).status_code == 302
     again = runner.invoke(args=["seed-dev"])
-    assert again.exit_code != 0 and "users already" in again.output
+    assert again.exit_code == 0 and "nothing to add" in again.output
+    assert len(_users(app)) == len(ROLES)
+
+
+def test_seed_dev_after_create_admin_adds_the_other_roles(app: Flask) -> None:
+    runner = app.test_cli_runner()
+    created = runner.invoke(args=["create-admin", "--username", "administrator", "--generate"])
+    assert created.exit_code == 0, created.output
+    first = runner.invoke(args=["seed-dev", "--first-run"])  # make run: users exist already
+    assert first.exit_code == 0 and first.output == "" and len(_users(app)) == 1
+    result = runner.invoke(args=["seed-dev"])
+    assert result.exit_code == 0, result.output
+    users = {u.username: u for u in _users(app)}
+    # the administrator's name was taken: the seed's administrator is not made twice
+    assert set(users) == set(ROLES) and "administrator" not in result.output.split("):")[1]
+    assert {r for u in users.values() for r in u.roles} == set(ROLES)
 
 
 def test_seed_dev_refused_in_production(web_settings: Settings) -> None:

@@ -2,8 +2,9 @@
 (``web/cli/__main__.py``).
 
 - ``create-admin``: make an administrator account (the first one, or another).
-- ``seed-dev``: in development only, and only while there are no users, make one user
-  per role and print their passwords.
+- ``seed-dev``: in development only, make a user for each role that no user of the
+  first tenant holds yet and print their passwords (``--first-run``: only into an empty
+  database, as ``make run`` does on its first start).
 - ``kiosk credential <kiosk id>``: a new kiosk credential and the argon2 hash of its
   secret for the site file (``kiosks[].credential_hash``, docs/kiosk.md);
   ``kiosk dev-url <kiosk id>``: a development kiosk's start URL. They need neither the
@@ -19,10 +20,11 @@ import click
 from argon2 import PasswordHasher
 from flask import Flask, current_app, has_app_context
 from flask.cli import with_appcontext
+from sqlalchemy import select
 
 from common import audit
 from common.kiosk import dev_secret
-from common.models.accounts import ADMINISTRATOR, APPROVER, OPERATOR, ROLES, STAFF
+from common.models.accounts import ADMINISTRATOR, APPROVER, OPERATOR, ROLES, STAFF, User
 from common.settings import load_settings
 from web import accounts
 from web.db import get_db, get_settings
@@ -79,30 +81,44 @@ def create_admin(username: str, display_name: str, tenant_id: str | None,
 
 
 @click.command("seed-dev")
+@click.option("--first-run", is_flag=True,
+              help="Only when the database has no users at all (make run's first start).")
 @with_appcontext
-def seed_dev() -> None:
-    """Development only: one user per role, passwords printed."""
+def seed_dev(first_run: bool) -> None:
+    """Development only: a user for each role no user of the tenant holds yet (after
+    create-admin, the other roles), passwords printed once."""
     settings = get_settings()
     if settings.site.env != "development":
         raise click.UsageError("seed-dev only runs when site.env is 'development'")
     db = get_db()
-    if accounts.user_count(db) > 0:
-        raise click.UsageError("there are users already; seed-dev only fills an empty database")
+    if first_run and accounts.user_count(db) > 0:
+        return
     tenant = settings.tenants[0].id
+    held = {role for user in db.scalars(select(User).where(User.tenant_id == tenant))
+            for role in user.roles}
+    missing = [role for role in ROLES if role not in held]
+    if not missing:
+        click.echo(f"every role of tenant {tenant} has a user already; nothing to add")
+        return
     endpoints = list(accounts.operator_endpoints(settings))
     extensions = list(accounts.staff_extensions(settings, tenant))
     names = {OPERATOR: "オペレーター 一郎", STAFF: "職員 花子", "supervisor": "監督者 次郎",
              ADMINISTRATOR: "管理者 三郎", APPROVER: "承認者 四郎"}
-    click.echo(f"development users (tenant {tenant}):")
-    for role in ROLES:
+    click.echo(f"development users (tenant {tenant}; log in at "
+               f"http://{settings.web.bind}:{settings.web.port}/):")
+    for role in missing:
+        username = role
+        n = 2
+        while accounts.find_user(db, username) is not None:  # e.g. an "operator" elsewhere
+            username, n = f"{role}{n}", n + 1
         password = accounts.generate_password()
         accounts.create_user(
-            db, username=role, tenant_id=tenant, roles={role}, password=password,
+            db, username=username, tenant_id=tenant, roles={role}, password=password,
             hasher=_hasher(), settings=settings, display_name=names[role],
             sip_endpoint=endpoints[0] if role == OPERATOR and endpoints else None,
             extension=extensions[0] if role == STAFF and extensions else None,
             must_change_password=False)
-        click.echo(f"  {role:<14} password: {password}")
+        click.echo(f"  {role:<14} user {username:<14} password: {password}")
     db.commit()
 
 
