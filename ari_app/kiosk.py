@@ -10,13 +10,23 @@ restarted process (or web, after a bridge restart) can always hang them up.
 
 Per session: ``m<call>`` (UnicastRTP), ``k<call>`` (Local;1, in Stasis), ``<call>``
 (Local;2, in the queue), bridge ``b<call>``.
+
+When no operator can answer (nobody logged in, everybody paused or unreachable: the
+queue's joinempty/leavewhenempty rules) or the service is closed, the session goes
+``unavailable`` instead of ending: the kiosk keeps its audio leg and hears why (the
+phone's prompts, played into the bridge), and the page offers to wait or leave. A
+citizen who waits re-enters the queue, with the same ids, as soon as an operator can
+answer: it stays one call on the timeline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
+import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,9 +40,10 @@ from ari_app.session import CallActions, CallRegistry, CallSession
 from ari_app.timeline import NewCall, Recorder, TimelineStore
 from ari_app.transfers import TransferService
 from common.events import CallAnswered, CallArrived
+from common.hours import HoursDecision
 from common.keys import Keys
 from common.kiosk import KioskCallState, KioskEnd, KioskKeys, KioskStart
-from common.settings import Settings
+from common.settings import Service, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +61,10 @@ end
 return 1
 """
 STASIS_TIMEOUT = 10.0
+#: seconds between checks while a citizen waits for an operator to become available
+WAIT_POLL = 1.0
+#: member states app_queue counts as "nobody" (joinempty/leavewhenempty, queues.conf.j2)
+CANNOT_ANSWER = ("invalid", "unavailable", "unknown")
 
 
 def leg_ids(session_id: str) -> tuple[str, str, str]:
@@ -66,6 +81,11 @@ class KioskLeg:
     end_reason: str = ""
     connected: bool = False
     asterisk_rtp: str = ""
+    queued_at: float = 0.0  # monotonic time the queue half was originated (0: there is none)
+    unavailable: str = ""  # no_operator | closed while the session has no queue half
+    entries: int = 0  # times the session entered the queue
+    playback: str = ""  # the prompt playing into the bridge
+    moh: bool = False
 
 
 class KioskService:
@@ -147,10 +167,40 @@ class KioskService:
             leg.asterisk_rtp = (f"{variables.get('UNICASTRTP_LOCAL_ADDRESS', '')}:"
                                 f"{variables.get('UNICASTRTP_LOCAL_PORT', '')}")
             await self.ari.post(f"/bridges/{bridge_id}/addChannel", channel=media_id)
-            await self.ari.post("/channels", endpoint=f"Local/{service.queue}@mado-kiosk/n",
+        except (AriError, TimeoutError) as exc:
+            await self._failed(session, exc)
+            return
+        # like a phone call: closed hours and an empty queue are said, never queued
+        decision = await self._hours(service)
+        if not decision.open:
+            await self._unavailable(session, "closed", decision)
+            return
+        self._record_hours(session, decision)
+        if await self._operators_available(service):
+            await self._enter_queue(session)
+        else:
+            await self._unavailable(session, "no_operator")
+
+    async def _enter_queue(self, session: CallSession) -> None:
+        """Originate the queue half (Local;2, whose id is the call id) and bridge its
+        other half with the kiosk's audio. Again after no operator could answer: the ids
+        are the same, so the session stays one call."""
+        assert session.service is not None
+        call_id = session.call_id
+        leg: KioskLeg = session.data["kiosk"]
+        _media_id, local_id, bridge_id = leg_ids(call_id)
+        await self._quiet(session)
+        session.state = "starting"  # "unavailable" again if the queue lets go at once
+        leg.started[local_id] = asyncio.Event()
+        leg.unavailable = ""
+        leg.queued_at = time.monotonic()
+        leg.entries += 1
+        try:
+            await self.ari.post("/channels",
+                                endpoint=f"Local/{session.service.queue}@mado-kiosk/n",
                                 app=self.ari.app, appArgs="kiosk", channelId=local_id,
                                 otherChannelId=call_id,
-                                callerId=f'"{cmd.kiosk}" <{cmd.kiosk}>')
+                                callerId=f'"{leg.kiosk}" <{leg.kiosk}>')
             await self.calls.resubscribe(call_id)
             # the queue half's name, which a transfer's AMI Redirect needs
             queue_half = await self.ari.get(f"/channels/{call_id}")
@@ -158,19 +208,177 @@ class KioskService:
             await asyncio.wait_for(leg.started[local_id].wait(), STASIS_TIMEOUT)
             await self.ari.post(f"/bridges/{bridge_id}/addChannel", channel=local_id)
         except (AriError, TimeoutError) as exc:
-            logger.error("%s: kiosk leg not created: %s", call_id, exc)
-            leg.end_reason = "error"
-            await self._teardown(call_id)
-            await self._finish(session, "error")
-            self.registry.later(call_id, "MadoKioskGone", 0)  # lets the call's task end
+            if session.state == "unavailable" or leg.end_reason:
+                return  # the queue let go at once (joinempty), or the session ended
+            if isinstance(exc, AriNotFound):
+                # the queue half went before we could see it: joinempty
+                await self._queue_let_go(session)
+                return
+            await self._failed(session, exc)
+            return
+        if session.state == "unavailable" or leg.end_reason:
             return
         session.state = "queued"
-        rec.write(store.call_answered, call_id, datetime.now(UTC),
-                  publish=CallAnswered(call_id=call_id, tenant=cmd.tenant))
-        rec.write(store.record, call_id, "to_queue", datetime.now(UTC),
-                  {"queue": service.queue, "kiosk": cmd.kiosk})
-        await self._state(session, "queued")
-        logger.info("%s: kiosk %s queued in %s", call_id, cmd.kiosk, service.queue)
+        now = datetime.now(UTC)
+        if leg.entries == 1:
+            self.recorder.write(self.store.call_answered, call_id, now,
+                                publish=CallAnswered(call_id=call_id, tenant=session.tenant))
+        self.recorder.write(self.store.record, call_id, "to_queue", now,
+                            {"queue": session.service.queue, "kiosk": leg.kiosk},
+                            f"to_queue:{leg.entries}")
+        await self._state(session, "queued", fields={"unavailable": "", "wait": "",
+                                                     "next_open": ""})
+        logger.info("%s: kiosk %s queued in %s", call_id, leg.kiosk, session.service.queue)
+
+    async def _failed(self, session: CallSession, exc: Exception) -> None:
+        call_id = session.call_id
+        logger.error("%s: kiosk leg not created: %s", call_id, exc)
+        session.data["kiosk"].end_reason = "error"
+        await self._teardown(call_id)
+        await self._finish(session, "error")
+        self.registry.later(call_id, "MadoKioskGone", 0)  # lets the call's task end
+
+    # ----------------------------------------------------- nobody can answer
+
+    async def _hours(self, service: Service) -> HoursDecision:
+        """The service's hours now, decided as for a phone call (the call service's clock
+        and special days); open when it cannot tell."""
+        try:
+            return await asyncio.to_thread(self.calls.hours, service)
+        except Exception:  # noqa: BLE001 - the queue still decides who can answer
+            logger.exception("hours of %s not decided; taken as open", service.id)
+        return HoursDecision(True, "open")
+
+    def _record_hours(self, session: CallSession, decision: HoursDecision) -> None:
+        self.recorder.write(self.store.record, session.call_id, "hours", datetime.now(UTC),
+                            decision.as_dict(), f"hours:{decision.reason}")
+        self.recorder.write(self.store.update_call, session.call_id,
+                            hours_reason=decision.reason)
+
+    async def _operators_available(self, service: Service) -> bool:
+        """Whether app_queue would let the kiosk join: an operator is logged in, not
+        paused, and their phone can ring (busy counts: the kiosk waits for them)."""
+        try:
+            raw = await self.redis.hgetall(self.kkeys.keys.queue_members(service.queue))
+        except RedisError as exc:
+            logger.warning("queue members of %s unknown (Redis: %s)", service.queue, exc)
+            return True  # app_queue decides; joinempty comes back here
+        members = [json.loads(value) for value in raw.values()]
+        return any(not m.get("paused") and m.get("status") not in CANNOT_ANSWER
+                   for m in members)
+
+    def _let_go(self, session: CallSession) -> bool:
+        """The queue half went without an operator and nobody ended the session: app_queue
+        let the citizen go (joinempty, leavewhenempty), not its own time limit."""
+        leg: KioskLeg = session.data["kiosk"]
+        assert session.service is not None
+        return (not leg.connected and not leg.end_reason and leg.queued_at > 0
+                and time.monotonic() - leg.queued_at < session.service.max_wait_seconds - 1)
+
+    async def _queue_let_go(self, session: CallSession) -> None:
+        """Whichever comes first of the two Local halves' ends (or a request finding the
+        queue half gone) turns the session unavailable; the others find it so."""
+        if not self._let_go(session):
+            return
+        assert session.service is not None
+        session.data["kiosk"].queued_at = 0.0
+        session.state = "unavailable"
+        decision = await self._hours(session.service)
+        await self._unavailable(session, "no_operator" if decision.open else "closed",
+                                decision)
+
+    async def _unavailable(self, session: CallSession, reason: str,
+                           decision: HoursDecision | None = None) -> None:
+        """Nobody can answer (``no_operator``) or the service is closed (``closed``): the
+        kiosk hears and reads why; with no_operator the citizen may wait or leave."""
+        leg: KioskLeg = session.data["kiosk"]
+        was = leg.unavailable
+        leg.unavailable = reason
+        leg.queued_at = 0.0
+        session.state = "unavailable"
+        self.recorder.write(self.store.record, session.call_id, "kiosk_unavailable",
+                            datetime.now(UTC), {"reason": reason},
+                            f"kiosk_unavailable:{reason}:{leg.entries}")
+        if decision is not None and not decision.open:
+            self._record_hours(session, decision)
+            self.recorder.write(self.store.set_outcome, session.call_id, "out_of_hours")
+        await self._state(session, "unavailable", reason=reason, fields={
+            "unavailable": reason, "wait": "",
+            "next_open": decision.next_open.isoformat() if decision and decision.next_open
+            else ""})
+        await self._quiet(session)
+        await self._play(session, "out_of_hours" if reason == "closed" else "no_operators")
+        if reason == "no_operator" and not was:
+            task = asyncio.get_running_loop().create_task(
+                self._wait_for_operator(session), name=f"kiosk-wait-{session.call_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        logger.info("%s: kiosk %s unavailable (%s)", session.call_id, leg.kiosk, reason)
+
+    async def _wait_for_operator(self, session: CallSession) -> None:
+        """While the session is unavailable: once the citizen chose to wait (``wait`` in the
+        session hash, set by web), music on hold, and the queue again as soon as an
+        operator can answer; closed meanwhile: say so."""
+        leg: KioskLeg = session.data["kiosk"]
+        assert session.service is not None
+        key = self.kkeys.session(session.call_id)
+        while leg.unavailable == "no_operator" and not leg.end_reason:
+            await asyncio.sleep(WAIT_POLL)
+            if leg.unavailable != "no_operator" or leg.end_reason:
+                return
+            try:
+                wants = await self.redis.hget(key, "wait")
+            except RedisError:
+                continue
+            if wants is None:  # the session is gone (purged, expired): so is its leg
+                leg.end_reason = leg.end_reason or "expired"
+                await self._teardown(session.call_id)
+                return
+            if wants != b"1":
+                continue
+            try:
+                if not leg.moh and not leg.end_reason:
+                    await self._hold_music(session)
+                decision = await self._hours(session.service)
+                if not decision.open:
+                    await self._unavailable(session, "closed", decision)
+                    return
+                if await self._operators_available(session.service):
+                    await self._enter_queue(session)
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - keeps waiting; the citizen can still leave
+                logger.exception("%s: waiting for an operator failed", session.call_id)
+
+    async def _play(self, session: CallSession, prompt: str) -> None:
+        """A prompt into the session's bridge (the kiosk hears it; nobody else is in it)."""
+        leg: KioskLeg = session.data["kiosk"]
+        leg.playback = uuid.uuid4().hex
+        try:
+            await self.ari.post(f"/bridges/{leg_ids(session.call_id)[2]}/play",
+                                media=f"sound:{self.calls.prompts[prompt]}",
+                                playbackId=leg.playback, lang=self.settings.site.language)
+        except AriError as exc:
+            logger.info("%s: prompt %s not played: %s", session.call_id, prompt, exc)
+
+    async def _hold_music(self, session: CallSession) -> None:
+        await self._quiet(session)
+        try:
+            await self.ari.post(f"/bridges/{leg_ids(session.call_id)[2]}/moh", mohClass="default")
+            session.data["kiosk"].moh = True
+        except AriError as exc:
+            logger.info("%s: no music on hold: %s", session.call_id, exc)
+
+    async def _quiet(self, session: CallSession) -> None:
+        """Stop the prompt and the music on hold of the bridge, if any."""
+        leg: KioskLeg = session.data["kiosk"]
+        requests = ([self.ari.delete(f"/playbacks/{leg.playback}")] if leg.playback else []) + (
+            [self.ari.delete(f"/bridges/{leg_ids(session.call_id)[2]}/moh")] if leg.moh else [])
+        leg.playback, leg.moh = "", False
+        for result in await asyncio.gather(*requests, return_exceptions=True):
+            if isinstance(result, AriError) and not isinstance(result, AriNotFound):
+                logger.info("%s: bridge not quietened: %s", session.call_id, result)
 
     async def end(self, cmd: KioskEnd) -> None:
         """Hang up a session's channels. Works without any memory of the session (after a
@@ -200,6 +408,19 @@ class KioskService:
         if kind == "StasisStart":
             leg.started[channel].set()
         elif kind == "ChannelDestroyed" and session.state != "ended":
+            if channel == leg_ids(session.call_id)[1] and not leg.end_reason \
+                    and not leg.connected:
+                await self._queue_let_go(session)  # the Local pair: the queue let go
+                if session.state == "unavailable":
+                    return
+            if session.state == "unavailable":
+                # no queue half (the citizen left, or the kiosk's audio went): the call
+                # ends here
+                leg.end_reason = leg.end_reason or "media_gone"
+                await self._teardown(session.call_id)
+                await self.calls.channel_destroyed(session, event)
+                await self._finish(session, leg.end_reason)
+                return
             # one half gone (network, bridge restart, hang-up): the rest goes too
             if not leg.end_reason:
                 leg.end_reason = "media_gone"
@@ -215,8 +436,13 @@ class KioskService:
         asyncio.get_running_loop().create_task(self._state(session, "connected", agent=agent))
 
     async def call_ended(self, session: CallSession, event: dict[str, Any]) -> None:
-        """The queue half (the call) is gone: tear down the rest and close the call."""
+        """The queue half (the call) is gone: tear down the rest and close the call; when
+        the queue let the citizen go without an operator, the kiosk stays (unavailable)."""
         leg = session.data["kiosk"]
+        if not leg.end_reason and not leg.connected:
+            await self._queue_let_go(session)
+            if session.state == "unavailable":
+                return
         await self._teardown(session.call_id)
         reason = leg.end_reason or ("operator_hangup" if leg.connected else "ended")
         await self.transfers.caller_gone(session)
@@ -246,19 +472,23 @@ class KioskService:
         await self._state(session, "ended", reason=reason)
 
     async def _state(self, session: CallSession, state: str, agent: str = "",
-                     reason: str = "") -> None:
+                     reason: str = "", fields: dict[str, str] | None = None) -> None:
+        """Write the session's state for the kiosk page and publish ``kiosk.call``.
+        ``reason``: why it ended (``end_reason``), or why it is unavailable."""
         leg = session.data["kiosk"]
-        fields = ["state", state, "call_id", session.call_id]
+        values = ["state", state, "call_id", session.call_id]
         if agent:
-            fields += ["agent", agent]
-        if reason:
-            fields += ["end_reason", reason]
+            values += ["agent", agent]
+        if reason and state == "ended":
+            values += ["end_reason", reason]
+        for name, value in (fields or {}).items():
+            values += [name, value]
         link_ttl = self.settings.kiosk.session_max_hours * 3600 if state != "ended" else 0
         try:
             # atomic, so a purge running at the same time never leaves a key behind
             await self.redis.eval(
                 _UPDATE_SESSION, 2, self.kkeys.session(session.call_id),
-                self.kkeys.call_session(session.call_id), link_ttl, *fields)
+                self.kkeys.call_session(session.call_id), link_ttl, *values)
         except RedisError as exc:
             logger.warning("%s: kiosk session state not written (Redis: %s)",
                            session.call_id, exc)

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from common.hours import HoursDecision
 from common.settings import Service
 
 
@@ -63,6 +64,8 @@ class CallActions(Protocol):
     async def play_prompt(self, session: CallSession, prompt: str) -> None: ...
 
     async def hangup(self, session: CallSession) -> None: ...
+
+    def hours(self, service: Service) -> HoursDecision: ...
 
     async def resubscribe(self, channel_id: str) -> None: ...
 

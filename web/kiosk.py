@@ -31,7 +31,6 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Response, g, jsonify, make_response, render_template, request
 from flask_babel import force_locale
-from flask_babel import gettext as _
 from sqlalchemy import update
 
 from common import audit
@@ -50,9 +49,11 @@ from common.kiosk import (
 from common.models.calls import Call, CallEvent
 from common.settings import Kiosk, Settings
 from web.access import audit_event, remote_addr
+from web.contacts import citizen_ref_for_card
 from web.db import get_redis, get_settings, resources
 from web.kiosk_card import CARD_ACTIVE, CARD_ERRORS, card_items, clean_text, record_card_state
 from web.kiosk_shared import DEVICES, MAX_SDP, add_timeline_event, api_error, bridge_request, kk
+from web.kiosk_texts import hours_texts, page_texts
 from web.security import CONTENT_SECURITY_POLICY, csrf_exempt
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 APP_VERSION = "1"
 HANGUP_REASONS = ("kiosk_hangup", "network", "idle", "bridge_restart", "error")
+#: Errors the page may report before the citizen agreed: it checks the card agent and the
+#: reader first, so that nobody is asked to agree to a read that cannot happen.
+READER_ERRORS = ("agent-unavailable", "no-reader", "pcsc-unavailable")
 _verified: dict[str, tuple[str, float]] = {}  # credential digest -> (kiosk id, until)
 
 
@@ -126,7 +130,7 @@ def page() -> Response:
     texts = {}
     for lang in ("ja", "en"):
         with force_locale(lang):
-            texts[lang] = _page_texts()
+            texts[lang] = page_texts()
     texts["ja"]["language"] = "English"  # the switch names the other language
     texts["en"]["language"] = "日本語"
     categories = [{"id": c.id, "ja": c.name, "en": c.name_en or c.name}
@@ -143,63 +147,6 @@ def page() -> Response:
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY.replace(
         "connect-src 'self'", f"connect-src 'self' {settings.kiosk.card_agent_url}".rstrip())
     return response
-
-
-def _page_texts() -> dict[str, str]:
-    return {
-        "title": _("Remote window"),
-        "welcome": _("Welcome. You can talk with city staff on the screen."),
-        "start": _("Touch here to start"),
-        "choose": _("What would you like help with?"),
-        "connecting": _("Connecting. Please wait."),
-        "waiting": _("Please wait. A staff member will answer soon."),
-        "position": _("People before you"),
-        "expected": _("Expected wait (minutes)"),
-        "in_call": _("You are talking with city staff."),
-        "show_document": _("Show a document"),
-        "document_hint": _("Place the document under the camera, then touch the button."),
-        "document_sent": _("The document picture was sent to the staff member."),
-        "volume": _("Volume"),
-        "hang_up": _("End the call"),
-        "survey": _("How satisfied were you? Touch 1 to 5."),
-        "survey_low": _("Not satisfied"),
-        "survey_high": _("Very satisfied"),
-        "thanks": _("Thank you. Everything you showed here has been deleted."),
-        "back": _("Back"),
-        "error": _("Sorry, the connection failed. Please try again."),
-        "not_registered": _("This screen is not registered as a kiosk. Please call the staff."),
-        "ended": _("The call has ended."),
-        "no_operator": _("Sorry, nobody can answer now. Please try again later."),
-        # the My Number card (the agent's own messages come with its answers)
-        "card_title": _("Reading your My Number card"),
-        "card_consent": _("To help fill in your application, the staff member asks to read "
-                          "the information printed on your My Number card: name, address, "
-                          "date of birth and sex. It is used during this call only and erased "
-                          "when the call ends. Your individual number (My Number) is not "
-                          "read."),
-        "card_agree": _("Agree and read the card"),
-        "card_decline": _("Do not read"),
-        "card_insert": _("Place your My Number card on the card reader."),
-        "card_checking": _("Checking the card."),
-        "card_pin": _("Enter the 4-digit PIN for the card-surface information "
-                      "(券面事項入力補助用暗証番号)."),
-        "card_pin_note": _("Your PIN is not shown or recorded, and it is not sent to the "
-                           "staff member."),
-        "card_tries": _("Tries left:"),
-        "card_clear": _("Delete"),
-        "card_ok": _("Enter"),
-        "card_reading": _("Reading the card. Please do not move it."),
-        "card_done": _("The card was read. Please take your card."),
-        "card_retry": _("Try again"),
-        "card_cancel": _("Stop"),
-        "card_close": _("Close"),
-        "card_agent_down": _("The card reader is not ready. Please tell the staff member."),
-        "card_no_reader": _("No card reader was found. Please tell the staff member."),
-        "card_notice_agent_down": _("The card agent on the kiosk PC does not answer "
-                                    "(is madoguchi-card-agent running?)."),
-        "card_notice_no_reader": _("No card reader is connected to the kiosk PC."),
-        "card_notice_pcsc": _("The kiosk PC's PC/SC service (pcscd) is not available."),
-    }
 
 
 # ------------------------------------------------------------------ kiosk API
@@ -278,9 +225,36 @@ def session_state(session_id: str) -> Response:
             out["waiting"] = len(entries)
             out["expected_minutes"] = math.ceil(
                 (ahead + 1) * settings.kiosk.minutes_per_session / max(1, service.lines))
+    if out["state"] == "unavailable":  # nobody can answer, or closed (ari_app.kiosk)
+        out["reason"] = meta.get("unavailable") or "no_operator"
+        out["wait"] = meta.get("wait") == "1"
+        if service is not None:
+            out["hours"] = hours_texts(settings, service, meta.get("next_open", ""))
+    elif out["state"] == "ended":
+        out["reason"] = meta.get("end_reason", "")
     pending: Any = r.lpop(kk().requests(session_id), 10)
     out["requests"] = [p.decode() for p in pending or []]
     return jsonify(out)
+
+
+@bp.post("/api/session/<session_id>/wait")
+@csrf_exempt
+def wait(session_id: str) -> Response:
+    """Nobody could answer and the citizen chooses to wait: ari_app puts the kiosk in the
+    queue again as soon as an operator can answer (music on hold meanwhile)."""
+    meta = _session_meta(session_id)
+    if meta is None:
+        return api_error(404, "no_session", "no such session (ended, or a wrong token)")
+    if meta.get("state") != "unavailable":
+        return api_error(409, "not_unavailable", f"the session is {meta.get('state', 'new')}"
+                         ": there is nothing to wait for")
+    if meta.get("unavailable") == "closed":
+        return api_error(409, "closed", "the service is closed: nobody answers before it "
+                         "opens")
+    if not write_if_live(get_redis(), kk(), session_id, kk().session(session_id),
+                         {"wait": "1"}):
+        return api_error(404, "no_session", "the session ended meanwhile")
+    return jsonify({"ok": True})
 
 
 @bp.post("/api/session/<session_id>/hangup")
@@ -364,13 +338,23 @@ def card_step(session_id: str) -> Response:
     if not meta.get("agent"):
         return api_error(409, "not_connected", "the card can be read only during a call")
     current = meta.get("card_state", "")
+    consented = meta.get("card_consent") == "1"
     if state in ("consented", "declined"):
-        if current != "requested":
+        # after the operator's request, or again after the reader's state stopped it
+        if current != "requested" and not (current == "error" and not consented):
             return api_error(409, "not_requested", "the operator has not asked for the card")
-    elif current not in CARD_ACTIVE:
+    elif state == "error" and not consented:
+        if current not in ("requested", "error") or body.get("error") not in READER_ERRORS:
+            return api_error(409, "no_consent", "before the citizen agrees, only the card "
+                             "reader's state (" + ", ".join(READER_ERRORS) + ") is reported")
+    elif current not in CARD_ACTIVE or (state != "cancelled" and not consented):
         return api_error(409, "no_consent", "no card read the citizen agreed to is under way")
     settings = get_settings()
+    # whether this request's read was agreed to (card_* fields other than this one are
+    # reset at each step)
     fields: dict[str, str] = {}
+    if state in ("consented", "declined", "cancelled"):
+        fields["card_consent"] = "1" if state == "consented" else ""
     if state == "error":
         error = body.get("error")
         if error not in CARD_ERRORS:
@@ -396,6 +380,11 @@ def card_step(session_id: str) -> Response:
         if not write_if_live(get_redis(), kk(), session_id, kk().card(session_id), items,
                              settings.kiosk.session_max_hours * 3600, replace=True):
             return api_error(404, "no_session", "the session ended meanwhile; nothing was kept")
+        call_id = meta.get("call_id", "")
+        if call_id:  # who this citizen is, for their earlier contacts; not the items
+            ref = citizen_ref_for_card(settings.web.secret_key, items["name"], items["birth"])
+            with resources().factory() as db, db.begin():
+                db.execute(update(Call).where(Call.id == call_id).values(citizen_ref=ref))
         kiosk = meta.get("kiosk", "")
         audit.write(resources().factory, audit.Actor(name=f"kiosk:{kiosk}",
                                                      tenant_id=meta.get("tenant", ""),

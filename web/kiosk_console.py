@@ -86,7 +86,8 @@ def request_card(call_id: str) -> Response:
         return api_error(409, "not_connected", "the kiosk call is not connected")
     if meta.get("card_state") in CARD_ACTIVE and meta.get("card_state") != "error":
         return api_error(409, "card_in_progress", "a card read is already under way")
-    if not record_card_state(session_id, meta, "requested", {}) or not request_if_live(
+    if not record_card_state(session_id, meta, "requested",
+                             {"card_consent": ""}) or not request_if_live(
             get_redis(), kk(), session_id, "card", get_settings().kiosk.session_max_hours * 3600):
         return api_error(409, "not_connected", "the kiosk call has ended")
     audit_event("kiosk_card.request", object_type="call", object_id=call_id)

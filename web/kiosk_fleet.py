@@ -85,7 +85,10 @@ def fleet_labels() -> dict[str, dict[str, str]]:
                    "categories": _("Choosing a topic"), "connecting": _("Connecting"),
                    "waiting": _("Waiting"), "call": _("In a call"), "survey": _("Survey"),
                    "thanks": _("Finished"), "error": _("Error screen"),
-                   "unregistered": _("Not registered")},
+                   "unregistered": _("Not registered"),
+                   "unavailable": _("No operator can answer: choosing"),
+                   "standby": _("Waiting for an operator to be free"),
+                   "closed": _("Outside the opening hours")},
     }
 
 

@@ -349,11 +349,12 @@ def test_the_operator_reads_the_citizens_card_with_their_pin_for_this_call_only(
     kiosk.click("[data-card-step='error'] [data-card='cancel']")
     slot.remove()
 
-    # the card agent is gone: both sides say so, the call goes on
-    card_agent.terminate()
-    card_agent.wait(10)
+    # the card agent stops while the citizen reads the consent: both sides say so, the
+    # call goes on
     console.click("[data-kiosk-action='card']")
     card_step(kiosk, "consent")
+    card_agent.terminate()
+    card_agent.wait(10)
     held = HeldReport(kiosk, "waiting_card")
     kiosk.click("[data-card='agree']")
     card_step(kiosk, "error")
@@ -361,12 +362,19 @@ def test_the_operator_reads_the_citizens_card_with_their_pin_for_this_call_only(
     held.release()  # the error, found at once, is reported after "waiting for the card"
     state = "[data-kiosk-card] .kiosk-card-state"
     try:
-        wait_until(lambda: "madoguchi-card-agent" in console.inner_text(state), 10,
-                   "the operator was not told")
+        wait_until(lambda: "カード読み取りソフトが起動していない" in console.inner_text(state),
+                   10, "the operator was not told")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; the card panel says {console.inner_text(state)!r}"
                              ) from None
     assert kiosk.is_visible("#screen-call")
+    kiosk.click("[data-card-step='error'] [data-card='cancel']")
+    wait_until(lambda: console_card_state(console) == "cancelled", 10, "console not told")
+    # asked again, the agent still gone: said at once, nobody is asked to agree
+    console.click("[data-kiosk-action='card']")
+    card_step(kiosk, "error", timeout=10000)
+    wait_until(lambda: console_card_state(console) == "error", 10, "console not told")
+    assert console.get_attribute("[data-kiosk-card]", "data-card-error") == "agent-unavailable"
     kiosk.click("[data-card-step='error'] [data-card='cancel']")
 
     # the end of the call erases the card data everywhere
@@ -404,7 +412,7 @@ def test_the_operator_reads_the_citizens_card_with_their_pin_for_this_call_only(
     assert ("kiosk_card.view", "op1") in trail and ("kiosk_card.view", "staff1") in trail
     assert [a for a in trail if a[0] == "kiosk_card.request"] == [
         ("kiosk_card.request", "op1"), ("kiosk_card.request", "staff1"),
-        ("kiosk_card.request", "staff1")]
+        ("kiosk_card.request", "staff1"), ("kiosk_card.request", "staff1")]
     # the kiosk page itself: nothing of the session stays after it reset
     if kiosk.is_visible("#screen-survey"):
         kiosk.click("[data-score='5']")

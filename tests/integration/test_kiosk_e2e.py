@@ -28,10 +28,11 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from common.commands import AgentLogin
+from common.commands import AgentLogin, AgentPause, AgentUnpause
 from common.db import init_schema, make_engine, session_factory
 from common.keys import Keys
-from common.kiosk import dev_secret
+from common.kiosk import KioskKeys, dev_secret
+from common.models import SpecialDay
 from common.models.accounts import AuditEntry
 from common.models.calls import Call, CallEvent
 from common.settings import Settings, settings_override
@@ -179,7 +180,9 @@ PAGE_STORAGE = """async () => ({
 
 @pytest.fixture
 def kiosk_settings(call_settings: Settings) -> Settings:
-    settings = settings_override(call_settings, web={"port": free_port()})
+    # no card agent runs on the kiosk PC here: nothing listens on its port
+    settings = settings_override(call_settings, web={"port": free_port()}, kiosk={
+        "card_agent_url": f"http://127.0.0.1:{free_port()}"})
     engine = make_engine(settings.database_url)
     init_schema(engine)
     engine.dispose()
@@ -472,6 +475,85 @@ def document_browser(tmp_path: Path) -> Iterator[tuple[Any, Path, tuple[int, int
         chromium.close()
 
 
+FULL_STILL = """() => {
+  const img = document.querySelector('dialog.kiosk-full[open] .kiosk-full-stage img.kiosk-still');
+  if (!img) { return null; }
+  const r = img.getBoundingClientRect();
+  return {left: r.left, top: r.top, width: r.width, height: r.height, vw: innerWidth,
+          vh: innerHeight, nw: img.naturalWidth, nh: img.naturalHeight, dpr: devicePixelRatio,
+          transform: img.style.transform};
+}"""
+
+
+def check_full_screen_viewer(console: Any, tmp_path: Path) -> None:
+    """The still full screen: fit fills the viewport, 1:1 is one image pixel per device
+    pixel, the wheel zooms around the pointer, drag and arrows pan, Esc closes."""
+    console.click("[data-kiosk-action='full']")
+    dialog = console.locator("dialog.kiosk-full")
+    box = wait_until(lambda: console.evaluate(FULL_STILL), 5, "the full-screen viewer did not open")
+    assert box["dpr"] == 2
+
+    def fits(b: dict[str, Any]) -> bool:
+        inside = (b["left"] >= -1 and b["top"] >= -1 and b["left"] + b["width"] <= b["vw"] + 1
+                  and b["top"] + b["height"] <= b["vh"] + 1)
+        centred = (abs(b["left"] * 2 + b["width"] - b["vw"]) <= 2
+                   and abs(b["top"] * 2 + b["height"] - b["vh"]) <= 2)
+        return inside and centred and (abs(b["width"] - b["vw"]) <= 1
+                                       or abs(b["height"] - b["vh"]) <= 1)
+
+    # it keeps the small viewer's quarter turn (portrait on screen) and turns further
+    assert dialog.get_attribute("data-rotate") == "90"
+    assert box["height"] > box["width"] and fits(box), box
+    console.click("[data-kiosk-action='full-rotate']")
+    assert dialog.get_attribute("data-rotate") == "180"
+    box = console.evaluate(FULL_STILL)
+    assert box["width"] > box["height"] and fits(box), box
+    console.screenshot(path=str(tmp_path / "console-kiosk-full-fit.png"))
+
+    console.click("[data-kiosk-action='full-actual']")
+    box = console.evaluate(FULL_STILL)
+    assert abs(box["width"] - box["nw"] / box["dpr"]) <= 1, box
+    assert abs(box["height"] - box["nh"] / box["dpr"]) <= 1, box
+    assert dialog.get_attribute("data-zoom") == "100"
+
+    # the wheel zooms in; the image point under the pointer stays under it
+    px, py = 300.0, 450.0
+    fx, fy = (px - box["left"]) / box["width"], (py - box["top"]) / box["height"]
+    console.mouse.move(px, py)
+    console.mouse.wheel(0, -240)
+    zoomed = wait_until(lambda: (b := console.evaluate(FULL_STILL))["width"] > box["width"] * 1.1
+                        and b, 5, "the wheel did not zoom")
+    assert abs(zoomed["left"] + fx * zoomed["width"] - px) <= 3, (box, zoomed)
+    assert abs(zoomed["top"] + fy * zoomed["height"] - py) <= 3, (box, zoomed)
+
+    # drag pans with the pointer; the right arrow shows more to the right
+    console.mouse.down()
+    console.mouse.move(px - 50, py - 40, steps=4)
+    console.mouse.up()
+    dragged = console.evaluate(FULL_STILL)
+    assert abs(dragged["left"] - zoomed["left"] + 50) <= 1, (zoomed, dragged)
+    assert abs(dragged["top"] - zoomed["top"] + 40) <= 1, (zoomed, dragged)
+    console.keyboard.press("ArrowRight")
+    panned = console.evaluate(FULL_STILL)
+    assert panned["transform"] != dragged["transform"]
+    assert panned["left"] < dragged["left"] - 10, (dragged, panned)
+    assert abs(panned["top"] - dragged["top"]) <= 1
+    console.keyboard.press("0")
+    assert fits(console.evaluate(FULL_STILL))
+
+    # Esc closes; the still is back in the small viewer with the rotation it was given
+    console.keyboard.press("Escape")
+    wait_until(lambda: not console.evaluate(
+        "() => document.querySelector('dialog.kiosk-full').open"), 5, "Esc did not close")
+    console.wait_for_selector(".kiosk-viewport img.kiosk-still", timeout=5000)
+    assert console.locator(".kiosk-viewer").get_attribute("data-rotate") == "180"
+    small = console.evaluate("""() => {
+      const s = document.querySelector('img.kiosk-still').style;
+      return {width: s.width, transform: s.transform};
+    }""")
+    assert small["width"] == "" and "rotate(180deg)" in small["transform"], small
+
+
 def test_the_operator_sees_the_kiosk_and_a_legible_a4_document(
         asterisk: AsteriskInstance, kiosk_settings: Settings, stack: tuple[str, Proc, Proc],
         operators: tuple[Phones, Phones], document_browser: Any, tmp_path: Path) -> None:
@@ -493,7 +575,9 @@ def test_the_operator_sees_the_kiosk_and_a_legible_a4_document(
     engine.dispose()
     login_operator(settings, "op01")
 
-    context = browser.new_context(viewport={"width": 1366, "height": 768}, locale="ja-JP")
+    # a high-density screen: the full-screen viewer's 1:1 is in device pixels
+    context = browser.new_context(viewport={"width": 1366, "height": 768}, locale="ja-JP",
+                                  device_scale_factor=2)
     context.grant_permissions(["camera", "microphone"], origin=base)
     console = context.new_page()
     console.goto(f"{base}/auth/login")
@@ -539,6 +623,7 @@ def test_the_operator_sees_the_kiosk_and_a_legible_a4_document(
     transform = console.evaluate("() => document.querySelector('img.kiosk-still').style.transform")
     assert "translate(60px, 30px)" in transform and "rotate(90deg)" in transform
     console.screenshot(path=str(tmp_path / "console-kiosk-still.png"))
+    check_full_screen_viewer(console, tmp_path)
 
     # legibility: the still is the camera's full frame, and the 10 pt line survives
     still_id = viewer.get_attribute("data-still")
@@ -559,6 +644,31 @@ def test_the_operator_sees_the_kiosk_and_a_legible_a4_document(
     stroke_px = (y1 - y0)
     assert stroke_px >= 20, f"10 pt text is only {stroke_px} px high in the still"
 
+    # the card agent does not run on the kiosk PC: the operator asks for the card, the
+    # citizen is told at once (not asked to agree to a read that cannot happen), and so
+    # is the operator, with what to do
+    console.click("[data-kiosk-action='card']")
+    kiosk.wait_for_selector("#k-card[data-step='error']:not([hidden])", timeout=10000)
+    assert "カードリーダーの準備ができていません" in kiosk.inner_text("#k-card-error")
+    card_state = "[data-kiosk-card] .kiosk-card-state"
+    wait_until(lambda: console.get_attribute("[data-kiosk-card]", "data-card-error")
+               == "agent-unavailable", 10, "the operator's card panel was not told")
+    assert "カード読み取りソフトが起動していない" in console.inner_text(card_state)
+    assert "保守担当者" in console.inner_text(card_state)
+    kiosk.screenshot(path=str(tmp_path / "kiosk-card-agent-down.png"))
+    kiosk.click("[data-card-step='error'] [data-card='cancel']")
+    assert kiosk.is_hidden("#k-card") and kiosk.is_visible("#screen-call")
+    # and the fleet heartbeat reports the card reader as not working
+    client = redis.Redis.from_url(settings.redis.url)
+    try:
+        kk = KioskKeys(Keys(settings.redis.prefix))
+        beat = client.hgetall(kk.heartbeat("k05"))
+        errors = [json.loads(e)["error"] for e in client.lrange(kk.errors("k05"), 0, -1)]
+    finally:
+        client.close()
+    assert json.loads(beat[b"devices"])["card_reader"] == "error", beat
+    assert any(e.startswith("card reader: agent-unavailable") for e in errors), errors
+
     kiosk.click("#screen-call [data-action='hangup']")
     kiosk.wait_for_selector("#screen-survey:not([hidden]), #screen-thanks:not([hidden])",
                             timeout=15000)
@@ -575,6 +685,162 @@ def test_the_operator_sees_the_kiosk_and_a_legible_a4_document(
 
     purge = wait_until(purge_row, 15, "no purge record")
     assert "stills:1" in purge.data["deleted"]
+    steps = [e.data["state"] for e in kiosk_calls(settings)[-1].events if e.kind == "kiosk_card"]
+    assert steps == ["requested", "error", "cancelled"], steps  # never "consented"
+
+
+# ----------------------------------------------------------- nobody can answer
+
+
+LEVEL_WATCH = """() => {
+  // the loudest the kiosk's speaker has been since now (dBFS), sampled every 50 ms
+  window.__level = -Infinity;
+  const timer = setInterval(() => {
+    const el = document.getElementById('k-remote-audio');
+    if (!el.srcObject || window.__an) {
+      if (!window.__an) { return; }
+      const td = new Float32Array(window.__an.fftSize);
+      window.__an.getFloatTimeDomainData(td);
+      let sum = 0;
+      for (const v of td) { sum += v * v; }
+      const db = 20 * Math.log10(Math.sqrt(sum / td.length) || 1e-9);
+      window.__level = Math.max(window.__level, db);
+      return;
+    }
+    const ctx = new AudioContext();
+    window.__an = ctx.createAnalyser();
+    window.__an.fftSize = 2048;
+    ctx.createMediaStreamSource(el.srcObject).connect(window.__an);
+  }, 50);
+  window.addEventListener('pagehide', () => clearInterval(timer));
+}"""
+
+
+def test_nobody_can_answer_the_kiosk_says_why_and_the_citizen_waits_or_leaves(
+        asterisk: AsteriskInstance, kiosk_settings: Settings, stack: tuple[str, Proc, Proc],
+        operators: tuple[Phones, Phones], browser: Any, tmp_path: Path) -> None:
+    base = stack[0]
+    settings = kiosk_settings
+
+    # nobody is logged in to the kiosk queue: the kiosk says so, with the hours, and
+    # offers to wait or leave; it also hears the city's announcement
+    k1 = open_kiosk(browser, base, settings, "k01", viewport={"width": 1366, "height": 768})
+    k1.evaluate(LEVEL_WATCH)
+    start_session(k1)
+    k1.wait_for_selector("#screen-unavailable:not([hidden])", timeout=30000)
+    text = k1.inner_text("#screen-unavailable")
+    assert "ただいま対応できるオペレーターがいません" in text, text
+    assert "受付時間：毎日 24時間" in text, text  # the test site is open around the clock
+    assert k1.inner_text("[data-action='wait']") == "このまま待つ"
+    assert k1.inner_text("#screen-unavailable [data-action='hangup']") == "終了する"
+    assert k1.evaluate(IN_VIEW), "a choice is off screen or too small"
+    k1.screenshot(path=str(tmp_path / "kiosk-no-operator-1366.png"))
+    wait_until(lambda: k1.evaluate("() => window.__level") > -45, 15,
+               "the kiosk did not hear why")
+    k1.click("#k-lang")
+    assert "No operator can answer right now." in k1.inner_text("#screen-unavailable")
+    assert "Opening hours: every day, 24 hours" in k1.inner_text("#screen-unavailable")
+    k1.click("#k-lang")
+
+    def calls_done(count: int) -> list[Call] | None:
+        rows = kiosk_calls(settings)
+        return rows if len(rows) == count and all(
+            r.status == "ended" and any(e.kind == "kiosk_purge" for e in r.events)
+            for r in rows) else None
+
+    # "end": the session ends as any other, with the purge
+    k1.click("#screen-unavailable [data-action='hangup']")
+    k1.wait_for_selector("#screen-thanks:not([hidden])", timeout=15000)
+    first = wait_until(lambda: calls_done(1), 20, "the call did not end with its purge")[0]
+    assert first.agent is None
+    assert [e.data for e in first.events if e.kind == "kiosk_unavailable"] == [
+        {"reason": "no_operator"}]
+    assert [e.data["rule"] for e in first.events if e.kind == "kiosk_purge"] == ["kiosk_hangup"]
+    k1.wait_for_selector("#screen-welcome:not([hidden])", timeout=20000)
+    assert k1.evaluate(PAGE_STORAGE) == {"local": 0, "session": 0, "cookies": "",
+                                         "caches": 0, "dbs": 0, "media": 0}
+
+    # "wait": the kiosk waits until an operator logs in, then they answer
+    start_session(k1)
+    k1.wait_for_selector("#screen-unavailable:not([hidden])", timeout=30000)
+    k1.click("[data-action='wait']")
+    k1.wait_for_selector("#screen-standby:not([hidden])", timeout=5000)
+    login_operator(settings, "op01")
+    k1.wait_for_selector("#screen-call:not([hidden])", timeout=40000)
+
+    # waiting in the queue, the operators go on a break (leavewhenempty): the kiosk says
+    # so; it waits, and is served once op01 is back and free
+    k2 = open_kiosk(browser, base, settings, "k02")
+    start_session(k2)
+    k2.wait_for_selector("#screen-waiting:not([hidden])", timeout=30000)
+    wait_until(lambda: k2.inner_text("#k-position").strip() == "1", 15,
+               "kiosk 2 is not in the queue")
+    assert send(settings, AgentPause(tenant="city", endpoint="op01", reason="break"))["ok"]
+    k2.wait_for_selector("#screen-unavailable:not([hidden])", timeout=20000)
+    k2.click("[data-action='wait']")
+    k2.wait_for_selector("#screen-standby:not([hidden])", timeout=5000)
+    assert send(settings, AgentUnpause(tenant="city", endpoint="op01"))["ok"]
+    k2.wait_for_selector("#screen-waiting:not([hidden])", timeout=20000)
+    assert k1.is_visible("#screen-call")
+    k1.click("#screen-call [data-action='hangup']")
+    k2.wait_for_selector("#screen-call:not([hidden])", timeout=40000)
+    k2.click("#screen-call [data-action='hangup']")
+    for page in (k1, k2):
+        page.wait_for_selector("#screen-survey:not([hidden])", timeout=15000)
+
+    # one call per session on the timeline, the one that left and re-entered the queue too
+    rows = wait_until(lambda: calls_done(3), 30, "kiosk calls not ended and purged")
+    assert [r.location for r in rows] == ["k01", "k01", "k02"]
+    assert [r.agent for r in rows] == [None, "op01", "op01"]
+    kinds = [e.kind for e in rows[2].events]
+    assert kinds.count("queue_join") == 2 and "kiosk_unavailable" in kinds, kinds
+    assert kinds.index("kiosk_unavailable") < kinds.index("agent_connect"), kinds
+    client = redis.Redis.from_url(settings.redis.url)
+    try:
+        prefix = Keys(settings.redis.prefix).prefix
+        assert [k for k in client.scan_iter(f"{prefix}:kiosk:session:*")] == []
+    finally:
+        client.close()
+    wait_until(lambda: "0 active channels" in asterisk.cli("core show channels count"), 15,
+               f"channels left: {asterisk.cli('core show channels')}")
+
+
+def test_out_of_hours_the_kiosk_says_closed_with_the_hours_and_no_wait(
+        asterisk: AsteriskInstance, kiosk_settings: Settings, stack: tuple[str, Proc, Proc],
+        browser: Any) -> None:
+    from datetime import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    base = stack[0]
+    settings = kiosk_settings
+    today = dt.now(ZoneInfo(settings.site.timezone)).date()
+    engine = make_engine(settings.database_url)
+    with session_factory(engine)() as db:
+        db.add(SpecialDay(service_id="remote-window", day=today, open=False, note="点検"))
+        db.commit()
+    engine.dispose()
+    login_operator(settings, "op01")  # someone could answer: the hours decide
+
+    kiosk = open_kiosk(browser, base, settings, "k03")
+    start_session(kiosk)
+    kiosk.wait_for_selector("#screen-closed:not([hidden])", timeout=30000)
+    text = kiosk.inner_text("#screen-closed")
+    assert "受付時間外" in text and "受付時間：毎日 24時間" in text, text
+    assert "次回の受付開始：" in text, text  # tomorrow
+    assert kiosk.is_hidden("[data-action='wait']")
+    kiosk.click("#screen-closed [data-action='hangup']")
+    kiosk.wait_for_selector("#screen-thanks:not([hidden])", timeout=15000)
+
+    def ended() -> Call | None:
+        rows = kiosk_calls(settings)
+        return rows[0] if rows and rows[0].status == "ended" and any(
+            e.kind == "kiosk_purge" for e in rows[0].events) else None
+
+    call = wait_until(ended, 20, "the call did not end with its purge")
+    assert call.outcome == "out_of_hours" and call.hours_reason == "special_closed"
+    assert call.queue is None and call.agent is None
+    wait_until(lambda: "0 active channels" in asterisk.cli("core show channels count"), 15,
+               f"channels left: {asterisk.cli('core show channels')}")
 
 
 # ------------------------------------------------------------------------ failures

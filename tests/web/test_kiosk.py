@@ -29,6 +29,7 @@ from common.settings import Kiosk, Settings, settings_override
 from tests.conftest import wait_until
 from tests.web.conftest import MakeUser, audit_rows, csrf, login
 from tests.web.test_console import add_call, add_transfer
+from web.db import resources
 
 JPEG = bytes.fromhex("ffd8ffe000104a46494600010100000100010000ffd9")
 
@@ -354,6 +355,106 @@ async def _make_client() -> Client:
     return Client()
 
 
+# ------------------------------------------------------- nobody can answer, closed
+
+
+def unavailable_session(settings: Settings, reason: str,
+                        **fields: str) -> tuple[str, dict[str, str]]:
+    """A session as ari_app leaves it when nobody can answer or the service is closed."""
+    import hashlib
+
+    sid, token = "d" * 32, "kiosk-token-of-a-session-nobody-can-answer-0123"
+    rds = redis.Redis.from_url(settings.redis.url)
+    kk = KioskKeys(Keys(settings.redis.prefix))
+    rds.hset(kk.session(sid), mapping={
+        "kiosk": "k01", "tenant": "city", "location": "中央公民館", "state": "unavailable",
+        "unavailable": reason, "wait": "", "call_id": sid,
+        "token": hashlib.sha256(token.encode()).hexdigest(), **fields})
+    rds.set(kk.call_session(sid), sid)
+    rds.set(kk.active("k01"), sid)
+    rds.close()
+    return sid, {"X-Kiosk-Session": token}
+
+
+def test_nobody_can_answer_the_page_says_why_with_the_hours_and_the_citizen_may_wait(
+        kiosk_app: Flask, kc: FlaskClient, kiosk_settings: Settings) -> None:
+    sid, s = unavailable_session(kiosk_settings, "no_operator")
+    state = kc.get(f"/kiosk/api/session/{sid}", headers=s).get_json()
+    assert state["state"] == "unavailable" and state["reason"] == "no_operator"
+    assert state["wait"] is False
+    # the service's own hours (config/defaults.toml), as the phone's announcement says them
+    assert state["hours"]["en"] == {"hours": "Opening hours: weekdays, 8:30 to 17:15 (closed "
+                                    "on public holidays and the New Year holidays)",
+                                    "next": ""}
+    assert state["hours"]["ja"]["hours"] == \
+        "受付時間：平日 8時30分～17時15分（祝日・年末年始を除く）"
+
+    # the citizen waits: ari_app sees it in the session and queues the kiosk again
+    assert kc.post(f"/kiosk/api/session/{sid}/wait", json={}).status_code == 404  # no token
+    resp = kc.post(f"/kiosk/api/session/{sid}/wait", json={}, headers=s)
+    assert resp.status_code == 200, resp.get_json()
+    rds = redis.Redis.from_url(kiosk_settings.redis.url)
+    kk = KioskKeys(Keys(kiosk_settings.redis.prefix))
+    assert rds.hget(kk.session(sid), "wait") == b"1"
+    assert kc.get(f"/kiosk/api/session/{sid}", headers=s).get_json()["wait"] is True
+    # back in the queue: nothing to wait for
+    rds.hset(kk.session(sid), mapping={"state": "queued", "unavailable": "", "wait": ""})
+    resp = kc.post(f"/kiosk/api/session/{sid}/wait", json={}, headers=s)
+    assert resp.status_code == 409 and resp.get_json()["code"] == "not_unavailable"
+    assert "reason" not in kc.get(f"/kiosk/api/session/{sid}", headers=s).get_json()
+    rds.hset(kk.session(sid), mapping={"state": "unavailable", "unavailable": "no_operator"})
+
+    # or leaves: the ordinary end, the purge, no survey (nobody answered)
+    resp = kc.post(f"/kiosk/api/session/{sid}/hangup", json={"reason": "kiosk_hangup"},
+                   headers=s)
+    assert resp.status_code == 200 and resp.get_json()["survey"] is False
+    assert session_keys(kiosk_settings, sid) == []
+    assert rds.get(kk.active("k01")) is None
+    assert kc.get(f"/kiosk/api/session/{sid}", headers=s).status_code == 404
+    assert [(r.object_id, r.reason) for r in audit_rows(kiosk_app, action="kiosk.purge")] == \
+        [(sid, "kiosk_hangup")]
+    ends = [decode(c[b"c"]) for _i, c in rds.xrange(Keys(kiosk_settings.redis.prefix).commands)
+            if b"cmd.kiosk.end" in c[b"c"]]
+    assert [e.session_id for e in ends] == [sid]  # type: ignore[attr-defined]
+    rds.close()
+
+
+def test_closed_the_page_gets_the_hours_and_the_next_opening_and_cannot_wait(
+        kc: FlaskClient, kiosk_settings: Settings) -> None:
+    sid, s = unavailable_session(kiosk_settings, "closed",
+                                 next_open="2026-12-01T08:30:00+09:00")
+    state = kc.get(f"/kiosk/api/session/{sid}", headers=s).get_json()
+    assert state["reason"] == "closed"
+    assert state["hours"]["en"]["next"] == "Next opening: Tue 1 Dec from 8:30."
+    assert state["hours"]["ja"]["next"] == "次回の受付開始：12月1日（火）8時30分"
+    resp = kc.post(f"/kiosk/api/session/{sid}/wait", json={}, headers=s)
+    assert resp.status_code == 409 and resp.get_json()["code"] == "closed"
+    assert kc.post(f"/kiosk/api/session/{sid}/hangup", json={"reason": "idle"},
+                   headers=s).status_code == 200
+    assert session_keys(kiosk_settings, sid) == []
+
+
+def test_opening_hours_are_said_from_the_service_s_settings(kiosk_app: Flask) -> None:
+    from common.settings import Service
+    from web.kiosk_texts import hours_texts
+
+    settings = resources(kiosk_app).settings
+    day = Service(id="x", tenant="city", name="x", queue="x", lines=1, channel="kiosk",
+                  open_days=("mon", "wed", "sat"), open_time="09:00", close_time="16:45",
+                  closed_on_holidays=False, closed_dates=("08-15",))
+    always = dataclasses.replace(day, open_days=("mon", "tue", "wed", "thu", "fri", "sat",
+                                                 "sun"), open_time="00:00",
+                                 close_time="24:00", closed_dates=())
+    with kiosk_app.app_context():
+        texts = hours_texts(settings, day, "")
+        assert texts["en"]["hours"] == "Opening hours: Mon, Wed, Sat, 9:00 to 16:45 (closed " \
+            "on 15/8)"
+        assert texts["ja"]["hours"] == "受付時間：月・水・土曜日 9時～16時45分（8月15日を除く）"
+        assert hours_texts(settings, always, "")["ja"]["hours"] == "受付時間：毎日 24時間"
+        assert hours_texts(settings, always, "")["en"]["hours"] == \
+            "Opening hours: every day, 24 hours"
+
+
 # ------------------------------------------------------------------------ fleet
 
 
@@ -377,7 +478,8 @@ def test_fleet_heartbeat_alarms_and_remote_actions(
     assert by_id["k01"]["errors"][0]["error"] == "still: timeout"
     assert by_id["k02"]["alarms"] == ["offline"]
     page = admin.get("/kiosk-fleet/").get_data(as_text=True)
-    assert "窓口端末の状態" in page and "device:card_reader" in page
+    assert "窓口端末の状態" in page and 'data-alarm="device:card_reader"' in page
+    assert "カードリーダー：動作していません" in page and "応答なし（オフライン）" in page
 
     token = csrf(admin, "/kiosk-fleet/")
     assert admin.post("/kiosk-fleet/k01/action", data={"action": "collect_log",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -20,10 +22,11 @@ from common.bus import read_events
 from common.events import decode
 from common.keys import Keys
 from common.kiosk import KioskKeys, purge_session
-from common.models.calls import CallEvent
+from common.models.calls import Call, CallEvent
 from common.settings import Settings
 from tests.web.conftest import MakeUser, audit_rows, csrf, login
 from tests.web.test_console import add_call, add_transfer
+from web.contacts import citizen_ref_for_card
 from web.db import resources
 
 SID = "c" * 32
@@ -45,7 +48,7 @@ def session(app: Flask, rds: redis.Redis, kk: KioskKeys, make_user: MakeUser
         "kiosk": "k01", "tenant": "city", "location": "中央公民館", "state": "connected",
         "agent": "op01", "call_id": SID, "token": hashlib.sha256(TOKEN.encode()).hexdigest()})
     rds.set(kk.call_session(SID), SID)
-    add_call(app, SID, agent="op01")
+    add_call(app, SID, agent="op01", caller="k01", channel="kiosk", service="remote-window")
     make_user("op1", {"operator"}, sip_endpoint="op01")
     return SID
 
@@ -135,6 +138,20 @@ def test_the_operator_asks_the_citizen_agrees_and_the_four_items_reach_the_case_
     for value in (ITEMS["name"], ITEMS["address"], ITEMS["birth"], "19850401"):
         assert value not in written
 
+    # who the citizen is, for their earlier contacts: a keyed pseudonym, not the items
+    secret = web_settings.web.secret_key
+    with resources(app).factory() as db:
+        ref = db.get(Call, SID).citizen_ref
+    assert ref is not None and re.fullmatch(r"card:[0-9a-f]{40}", ref)
+    assert ref == citizen_ref_for_card(secret, "番号　花子", "1985-04-01")  # spacing aside
+    assert ref != citizen_ref_for_card(secret, "番号 花子", "1985-04-02")
+    add_call(app, "visit-before", caller="k02", channel="kiosk", agent="op02",
+             ago=timedelta(days=5), status="ended", service="remote-window", citizen_ref=ref)
+    add_call(app, "same-kiosk", caller="k01", channel="kiosk", agent="op02",
+             ago=timedelta(days=1), status="ended", service="remote-window")
+    card = op.get(f"/calls/{SID}?partial=1").get_data(as_text=True)
+    assert card.count("<tr><td>") == 1  # the visit at k02, not k01's other citizen
+
     # the purge at the end of the session takes the card data and lists it
     deleted = purge_session(web_settings, rds, SID, "kiosk_hangup", resources(app).factory)
     assert deleted is not None and "card data" in deleted
@@ -194,6 +211,45 @@ def test_nothing_is_read_without_the_operator_s_request_and_the_citizen_s_consen
     assert page(kiosk, "cancelled").status_code == 200
     assert page(kiosk, "read", items=ITEMS).status_code == 409
     assert audit_rows(app, action="kiosk_card.read") == []
+
+
+def test_a_card_agent_that_does_not_answer_is_reported_before_consent_and_shown_at_once(
+        app: Flask, session: str, rds: redis.Redis, kk: KioskKeys,
+        web_settings: Settings) -> None:
+    """The page checks the card agent when the operator asks, before it asks the citizen
+    to agree: a read that cannot happen is said at once, on the kiosk and in the console,
+    and still nothing can be read without consent."""
+    kiosk = app.test_client()
+    op, token = operator(app)
+    assert op.post(f"/console/kiosk/{SID}/card-request",
+                   headers={"X-CSRF-Token": token}).status_code == 200
+    notice = {"operator_notice_ja": "キオスク端末のカード読取プログラムが応答しません。",
+              "operator_notice_en": "The card agent on the kiosk PC does not answer.",
+              "detail": "not reachable"}
+    # only the reader's state may come before consent, not a card's
+    resp = page(kiosk, "error", error="wrong-pin", tries_left=2)
+    assert resp.status_code == 409 and resp.get_json()["code"] == "no_consent"
+    assert page(kiosk, "error", error="agent-unavailable", **notice).status_code == 200
+    status = op.get(f"/console/kiosk/{SID}/card").get_json()
+    assert (status["state"], status["error"]) == ("error", "agent-unavailable")
+    assert status["notice"] == notice["operator_notice_ja"]
+    assert [e.error for e in card_events(rds, web_settings)] == ["", "agent-unavailable"]
+    # no consent: nothing goes on from the error
+    for state in ("waiting_card", "pin", "reading"):
+        assert page(kiosk, state).get_json()["code"] == "no_consent", state
+    assert page(kiosk, "read", items=ITEMS).status_code == 409
+    assert page(kiosk, "error", error="no-reader").status_code == 200  # tried again
+    # the agent is back: the citizen is asked, agrees, and the read goes on as usual
+    assert page(kiosk, "consented").status_code == 200
+    for state in ("waiting_card", "pin", "reading"):
+        assert page(kiosk, state).status_code == 200, state
+    assert page(kiosk, "error", error="wrong-pin", tries_left=2).status_code == 200
+    assert page(kiosk, "pin").status_code == 200
+    assert not rds.exists(kk.card(SID))
+    # the console's panel tells the operator what it means and what to do
+    panel = op.get(f"/calls/{SID}?partial=1").get_data(as_text=True)
+    assert 'data-msg-error-agent-unavailable="キオスク端末のカード読み取りソフトが起動して' \
+        'いないため' in panel
 
 
 @pytest.mark.parametrize(("body", "code"), [

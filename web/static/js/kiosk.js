@@ -33,6 +33,7 @@
 
   function applyTexts() {
     document.documentElement.lang = lang;
+    document.title = t("title");
     Array.prototype.forEach.call(document.querySelectorAll("[data-t]"), function (el) {
       el.textContent = t(el.getAttribute("data-t"));
     });
@@ -48,6 +49,7 @@
     });
     var loc = document.getElementById("k-location");
     if (cfg.kiosk) { loc.textContent = lang === "en" ? cfg.kiosk.location_en : cfg.kiosk.location; }
+    showHours();
   }
 
   function show(name) {
@@ -62,7 +64,7 @@
   // ---- idle: no touch for idle_seconds outside a call -> back to the start
   function armIdle() {
     if (idleTimer) { clearTimeout(idleTimer); }
-    if (["categories", "survey", "thanks", "error"].indexOf(screen) < 0) { return; }
+    if (["categories", "survey", "thanks", "error", "unavailable", "closed"].indexOf(screen) < 0) { return; }
     idleTimer = setTimeout(function () { note("idle reset"); resetPage(); },
                            cfg.idle_seconds * 1000);
   }
@@ -100,10 +102,14 @@
       if (list.some(function (d) { return d.kind === "audioinput"; })) { out.microphone = "ok"; }
       if (list.some(function (d) { return d.kind === "audiooutput"; })) { out.speaker = "ok"; }
       if (!cfg.card_agent_url) { return out; }
-      return fetch(cfg.card_agent_url + "/status", {cache: "no-store", credentials: "omit"})
-        .then(function (r) { return r.json(); })
-        .then(function (s) { out.card_reader = s.reader ? "ok" : "missing"; return out; })
-        .catch(function () { out.card_reader = "missing"; return out; });
+      // the card agent on this PC: not answering is an error of the kiosk (the fleet view
+      // alarms), no reader is a missing device; busy means it is reading a card
+      return agentFetch("/status", {}, 3000).then(function (st) {
+        var p = readerProblem(st);
+        out.card_reader = !p ? "ok" : (p.error === "no-reader" ? "missing" : "error");
+        if (p) { fail("card reader: " + p.error + (p.detail ? " (" + p.detail + ")" : "")); }
+        return out;
+      }).catch(function () { return out; });
     }).catch(function () { return out; });
   }
 
@@ -208,6 +214,7 @@
       if (!resp.ok) { return; }
       s.state = resp.state;
       if (resp.state === "queued" || resp.state === "connecting" || resp.state === "new") {
+        s.waiting = false;
         if (screen !== "waiting") { show("waiting"); }
         document.getElementById("k-position").textContent = resp.position || "-";
         document.getElementById("k-expected").textContent =
@@ -215,6 +222,8 @@
       } else if (resp.state === "connected" && screen !== "call") {
         show("call");
         if (s.video && !s.video.on) { s.video.on = true; s.video.sender.replaceTrack(s.video.track); }
+      } else if (resp.state === "unavailable") {
+        unavailable(s, resp);
       } else if (resp.state === "ended") {
         finish("call_end");
       }
@@ -223,6 +232,36 @@
         else if (r === "card") { cardOpen(); }
       });
     }).catch(function (e) { fail("poll: " + e); });
+  }
+
+  // ---- nobody can answer (nobody logged in, everybody paused), or the service is closed:
+  // the reason and the opening hours (the citizen also hears the city's announcement), and
+  // the choice to wait, which puts the kiosk back in the queue as soon as someone can
+  // answer, or to leave, which ends the session like any other (the purge)
+  function unavailable(s, resp) {
+    s.hours = resp.hours || null;
+    showHours();
+    var next = resp.reason === "closed" ? "closed" :
+      (resp.wait || s.waiting ? "standby" : "unavailable");
+    if (screen !== next) { note("unavailable " + resp.reason); show(next); }
+  }
+
+  function showHours() {
+    var h = session && session.hours ? (session.hours[lang] || session.hours.ja) : null;
+    Array.prototype.forEach.call(document.querySelectorAll("[data-hours]"), function (el) {
+      el.textContent = h ? (h[el.getAttribute("data-hours")] || "") : "";
+      el.hidden = !el.textContent;
+    });
+  }
+
+  function waitForOperator() {
+    var s = session;
+    if (!s || !s.id || s.state !== "unavailable") { return; }
+    s.waiting = true;
+    show("standby");
+    api("POST", "/kiosk/api/session/" + s.id + "/wait", {}, s.token).then(function (resp) {
+      if (!resp.ok) { s.waiting = false; fail("wait: " + resp.code); poll(s); }
+    }).catch(function (e) { s.waiting = false; fail("wait: " + e); });
   }
 
   // ---- document camera: a still at the camera's full resolution, for this session only
@@ -276,10 +315,24 @@
     var s = session;
     if (!s || !s.id || s.state !== "connected") { return; }
     if (card) { cardWipe(); }
-    card = {step: null, pin: [], abort: null, retry: "insert", session: s};
+    card = {step: null, pin: [], abort: null, retry: "prepare", consented: false, session: s};
     document.getElementById("k-card").hidden = false;
-    cardStep("consent");
     note("card requested");
+    cardPrepare();
+  }
+
+  function cardPrepare() {
+    // the card agent and the reader first: if they cannot read, the citizen is told so
+    // (and the operator at once) instead of being asked to agree to a read that cannot be
+    var c = card;
+    if (!c) { return; }
+    cardStep("prepare");
+    agent("/status", undefined, 3000).then(function (st) {
+      if (card !== c || c.step !== "prepare") { return; }
+      var problem = readerProblem(st);
+      if (problem) { cardError(problem); return; }
+      cardStep("consent");
+    }).catch(function () { /* stopped */ });
   }
 
   function cardStep(step) {
@@ -316,30 +369,56 @@
             operator_notice_en: cfg.texts.en[notice]};
   }
 
-  function agentDown() {
-    return pageError("agent-unavailable", "card_agent_down", "card_notice_agent_down");
+  function agentDown(detail) {
+    var e = pageError("agent-unavailable", "card_agent_down", "card_notice_agent_down");
+    if (detail) { e.detail = detail; }
+    return e;
   }
 
-  function agent(path, init) {
-    // the card agent on this PC; its error answers carry the messages to show
-    var c = card;
-    if (!c) { return Promise.reject(new Error("closed")); }
-    if (!cfg.card_agent_url) { return Promise.resolve(agentDown()); }  // none configured
-    c.abort = window.AbortController ? new AbortController() : null;
-    var opts = {cache: "no-store", credentials: "omit", signal: c.abort ? c.abort.signal : undefined};
+  // what keeps the reader from reading, from a /status answer (or an error answer)
+  function readerProblem(st) {
+    if (st.error === "busy") { return null; }
+    if (st.error) {
+      return ["no-reader", "reader-unplugged", "pcsc-unavailable"].indexOf(st.error) >= 0 ? st :
+        agentDown(st.error === "agent-unavailable" ? st.detail : "status " + st.status + " " + st.error);
+    }
+    if (!st.pcsc) { return pageError("pcsc-unavailable", "card_agent_down", "card_notice_pcsc"); }
+    if (!st.reader) { return pageError("no-reader", "card_no_reader", "card_notice_no_reader"); }
+    return null;
+  }
+
+  // the card agent on this PC, with a time limit: a process that does not answer is as
+  // good as none. Error answers carry the messages to show; an abort by `ctrl` is thrown.
+  function agentFetch(path, init, limitMs, ctrl) {
+    if (!cfg.card_agent_url) { return Promise.resolve(agentDown("no card_agent_url")); }
+    ctrl = ctrl || (window.AbortController ? new AbortController() : null);
+    var late = false;
+    var timer = ctrl ? setTimeout(function () { late = true; ctrl.abort(); }, limitMs) : null;
+    var opts = {cache: "no-store", credentials: "omit", signal: ctrl ? ctrl.signal : undefined};
     Object.keys(init || {}).forEach(function (k) { opts[k] = init[k]; });
     return fetch(cfg.card_agent_url + path, opts).then(function (resp) {
       return resp.json().catch(function () { return {}; }).then(function (data) {
+        clearTimeout(timer);
         data.status = resp.status;
         return data;
       });
-    }, function (e) {
-      if (e && e.name === "AbortError") { throw e; }
-      return agentDown();
+    }).catch(function (e) {
+      clearTimeout(timer);
+      if (e && e.name === "AbortError" && !late) { throw e; }
+      return agentDown(late ? "no answer in " + limitMs / 1000 + " s" : "not reachable");
     });
   }
 
+  function agent(path, init, limitMs) {
+    var c = card;
+    if (!c) { return Promise.reject(new Error("closed")); }
+    c.abort = window.AbortController ? new AbortController() : null;
+    return agentFetch(path, init, limitMs, c.abort);
+  }
+
   function cardAgree() {
+    if (!card) { return; }
+    card.consented = true;
     cardReport("consented").then(cardWaitForCard);
   }
 
@@ -350,17 +429,10 @@
     cardReport("waiting_card");
     (function wait() {
       if (card !== c || c.step !== "insert") { return; }
-      agent("/status?wait=10").then(function (st) {
+      agent("/status?wait=10", undefined, 15000).then(function (st) {
         if (card !== c || c.step !== "insert") { return; }
-        if (st.error) { cardError(st); return; }
-        if (!st.pcsc) {
-          cardError(pageError("pcsc-unavailable", "card_agent_down", "card_notice_pcsc"));
-          return;
-        }
-        if (!st.reader) {
-          cardError(pageError("no-reader", "card_no_reader", "card_notice_no_reader"));
-          return;
-        }
+        var problem = readerProblem(st);
+        if (problem) { cardError(problem); return; }
         if (st.card) { cardCheck(); } else { wait(); }
       }).catch(function () { /* stopped */ });
     })();
@@ -369,7 +441,7 @@
   function cardCheck() {
     var c = card;
     cardStep("checking");
-    agent("/card").then(function (resp) {
+    agent("/card", undefined, 10000).then(function (resp) {
       if (card !== c) { return; }
       if (resp.status !== 200) { cardError(resp); return; }
       cardPin(resp.tries_left, resp["warning_" + lang] || "");
@@ -413,7 +485,7 @@
     cardClearPin();
     cardStep("reading");
     cardReport("reading");
-    agent("/read", {method: "POST", headers: {"Content-Type": "application/json"}, body: body})
+    agent("/read", {method: "POST", headers: {"Content-Type": "application/json"}, body: body}, 20000)
       .then(function (resp) {
         body = null;
         if (card !== c) { return; }
@@ -438,8 +510,9 @@
     note("card error " + id);
     document.getElementById("k-card-error").textContent = resp["message_" + lang] || t("error");
     // what "try again" does: another PIN after a wrong one, the card again otherwise;
-    // a locked card cannot be retried here
-    c.retry = id === "wrong-pin" ? "pin" : (id === "pin-locked" ? "" : "insert");
+    // a locked card cannot be retried here; before the citizen agreed, the reader again
+    c.retry = !c.consented ? "prepare" :
+      (id === "wrong-pin" ? "pin" : (id === "pin-locked" ? "" : "insert"));
     document.querySelector("[data-card='retry']").hidden = !c.retry;
     cardStep("error");
     var extra = {error: id};
@@ -454,7 +527,8 @@
     var c = card;
     if (!c || !c.retry) { return; }
     // after a wrong PIN the counter is read again first (and the last-try warning shown)
-    if (c.retry === "pin") { cardCheck(); } else { cardWaitForCard(); }
+    if (c.retry === "prepare") { cardPrepare(); }
+    else if (c.retry === "pin") { cardCheck(); } else { cardWaitForCard(); }
   }
 
   function cardCancel(report) {
@@ -549,6 +623,10 @@
     document.getElementById("k-position").textContent = "-";
     document.getElementById("k-expected").textContent = "-";
     document.getElementById("k-doc-status").textContent = "";
+    Array.prototype.forEach.call(document.querySelectorAll("[data-hours]"), function (el) {
+      el.textContent = "";
+      el.hidden = true;
+    });
   }
 
   function thanks() {
@@ -604,6 +682,7 @@
     var action = el.getAttribute("data-action");
     if (action === "back") { show("welcome"); }
     else if (action === "hangup") { finish("kiosk_hangup"); }
+    else if (action === "wait") { waitForOperator(); }
     else if (action === "document") { takeStill(); }
     else if (action === "reset") { resetPage(); }
   });
