@@ -9,14 +9,42 @@ from __future__ import annotations
 import argparse
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 
-from common.settings import SettingsError, load_settings
+import httpx
+
+from common.settings import Settings, SettingsError, load_settings
 from stack.render import phones
 from stack.testcall import SIPP_DIR, _free_udp_port
+
+
+def wait_reachable(settings: Settings, endpoints: list[str], timeout: float = 20) -> None:
+    """Asterisk qualifies a contact as soon as it registers, before the phone's own SIPp
+    listens on that port: a lost OPTIONS leaves the phone unreachable (and its operator
+    unable to be made ready) until the next qualify, 15 s later. Qualify again now, with
+    the phone listening, and wait until Asterisk sees every endpoint online."""
+    ast = settings.asterisk
+    with socket.create_connection((ast.ami_bind, ast.ami_port), timeout=5) as conn:
+        actions = [f"Action: Login\r\nUsername: {ast.ami_user}\r\nSecret: {ast.ami_secret}\r\n"]
+        actions += [f"Action: PJSIPQualify\r\nEndpoint: {ep}\r\n" for ep in endpoints]
+        conn.sendall(("\r\n".join(actions) + "\r\nAction: Logoff\r\n\r\n").encode())
+        while conn.recv(4096):  # until Asterisk closes the session after Logoff
+            pass
+    deadline = time.monotonic() + timeout
+    while True:
+        states = {ep: httpx.get(f"{ast.ari_url}/endpoints/PJSIP/{ep}",
+                                auth=(ast.ari_user, ast.ari_password), timeout=5
+                                ).json().get("state") for ep in endpoints}
+        if all(state == "online" for state in states.values()):
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"Asterisk does not see the phones online: {states}")
+        time.sleep(0.1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
             ["sipp", "-sf", str(SIPP_DIR / "uas_phone.xml"), "-i", host, "-mi", host,
              "-p", str(port), "-mp", str(_free_udp_port(host)), "-nostdin"],
             cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_reachable(settings, args.endpoints)
+        except (OSError, TimeoutError) as exc:
+            uas.terminate()
+            print(f"the test phones registered but Asterisk cannot reach them: {exc}",
+                  file=sys.stderr)
+            return 1
         print(f"test phone(s) {', '.join(args.endpoints)} registered on {host}:{port}; they "
               "answer every call. Log in as the operator on the console, click 受付可, then "
               "make test-call. Ctrl-C stops the phones.", flush=True)

@@ -22,6 +22,7 @@ import redis
 from common.keys import Keys
 from common.settings import Settings, load_settings, settings_override, to_environ
 from stack.asterisk import AsteriskInstance, AsteriskUnavailable, provide
+from stack.testphones import wait_reachable
 from tests.conftest import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -429,29 +430,9 @@ def start_phones(settings: Settings, endpoints: list[str], workdir: Path,
              "127.0.0.1", "-p", str(port), "-mp", str(media), "-nostdin", *extra,
              *extra_args],
             cwd=workdir, stdout=out, stderr=subprocess.STDOUT, text=True)
-    _wait_reachable(settings, endpoints)
+    wait_reachable(settings, endpoints)
     return Phones(endpoints, port, uas, workdir)
 
-
-def _wait_reachable(settings: Settings, endpoints: list[str], timeout: float = 20) -> None:
-    """Asterisk qualifies a contact as soon as it registers, before the phone's own SIPp
-    listens on that port: a lost OPTIONS leaves the phone unreachable (and an agent that
-    cannot be made ready) until the next qualify, 15 s later. Qualify again now, with the
-    phone listening, and wait until Asterisk sees every endpoint online."""
-    ast = settings.asterisk
-    with socket.create_connection((ast.ami_bind, ast.ami_port), timeout=5) as conn:
-        lines = [f"Action: Login\r\nUsername: {ast.ami_user}\r\nSecret: {ast.ami_secret}\r\n"]
-        lines += [f"Action: PJSIPQualify\r\nEndpoint: {ep}\r\n" for ep in endpoints]
-        conn.sendall(("\r\n".join(lines) + "\r\nAction: Logoff\r\n\r\n").encode())
-        while conn.recv(4096):  # until Asterisk closes the session after Logoff
-            pass
-
-    def online() -> bool:
-        return all(httpx.get(f"{ast.ari_url}/endpoints/PJSIP/{ep}",
-                             auth=(ast.ari_user, ast.ari_password), timeout=5
-                             ).json().get("state") == "online" for ep in endpoints)
-
-    wait_until(online, timeout, f"Asterisk does not see {endpoints} online", interval=0.1)
 
 
 def send(settings: Settings, command) -> dict:  # type: ignore[no-untyped-def,type-arg]
