@@ -88,8 +88,7 @@ class CallbackService:
         if position == 0:
             session.data["cb_mode"] = "ask"
             await self._say(session, [f"sound:{self.calls.prompts['no_operators']}",
-                                      f"sound:{self.calls.prompts['callback_offer']}"])
-            self._arm(session)
+                                      f"sound:{self.calls.prompts['callback_offer']}"], arm=0.0)
         else:
             await self._read_back_or_ask(session, session.data.get("caller", ""))
 
@@ -98,8 +97,8 @@ class CallbackService:
             session.data.update(cb_number=number, cb_mode="readback")
             await self._say(session, [f"sound:{self.calls.prompts['callback_confirm']}",
                                       f"digits:{number}",
-                                      f"sound:{self.calls.prompts['callback_confirm_keys']}"])
-            self._arm(session, extra=8.0)  # the read-back itself takes a while
+                                      f"sound:{self.calls.prompts['callback_confirm_keys']}"],
+                            arm=0.0)
         else:
             await self._ask_number(session)
 
@@ -124,18 +123,35 @@ class CallbackService:
         await self._stop_sound(session)
         await self.calls.play_then(session, "goodbye", lambda: self.calls.hangup(session))
 
-    async def _say(self, session: CallSession, media: list[str]) -> None:
+    async def _say(self, session: CallSession, media: list[str], arm: float) -> None:
+        """Play ``media``; the time to answer (``answer_seconds`` + ``arm``) starts when it
+        has been heard to the end (``playback_finished``), however long the city's
+        recordings or the Japanese voice take."""
         playback = f"{session.channel_id}-cb-{asyncio.get_running_loop().time():.6f}"
-        session.data["cb_playback"] = playback
-        await self.ari.post(f"/channels/{session.channel_id}/play", media=",".join(media),
-                            playbackId=playback, lang=self.settings.site.language)
+        session.data.update(cb_playback=playback, cb_arm=arm)
+        try:
+            await self.ari.post(f"/channels/{session.channel_id}/play", media=",".join(media),
+                                playbackId=playback, lang=self.settings.site.language)
+        except AriError:
+            session.data.pop("cb_arm", None)
+            self._arm(session, extra=arm)  # nothing plays: the time starts now
+            raise
+
+    async def playback_finished(self, session: CallSession, event: dict[str, Any]) -> None:
+        """An offer, read-back or request for the number was heard: the time to answer
+        starts now."""
+        if (event.get("playback") or {}).get("id") != session.data.get("cb_playback"):
+            return
+        arm = session.data.pop("cb_arm", None)
+        if arm is not None and session.state == "callback_offer":
+            self._arm(session, extra=float(arm))
 
     async def _ask_number(self, session: CallSession) -> None:
         session.data.update(cb_mode="enter", cb_digits="")
-        await self._say(session, [f"sound:{self.calls.prompts['callback_enter']}"])
-        self._arm(session, extra=10.0)
+        await self._say(session, [f"sound:{self.calls.prompts['callback_enter']}"], arm=10.0)
 
     async def _stop_sound(self, session: CallSession) -> None:
+        session.data.pop("cb_arm", None)  # a key was pressed: it set the time itself
         playback = session.data.pop("cb_playback", None)
         if playback:
             try:

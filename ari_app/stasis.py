@@ -243,6 +243,7 @@ class StasisDispatcher:
             await self.service.dialplan_prompt(session, event)
         elif kind == "PlaybackFinished":
             await self.service.playback_finished(session, event)
+            await self.callbacks.playback_finished(session, event)
         elif kind == "ChannelDestroyed":
             await self._channel_destroyed(session, event)
         else:

@@ -48,3 +48,7 @@ fi
 
 # Asterisk 22: the host's, or a Debian sid root file system built once into .cache/.
 .venv/bin/python -m stack.asterisk provide
+
+# The Japanese prompts and Asterisk's Japanese words, synthesised with Open JTalk into
+# .cache/voice (docs/prompts.md): a few seconds the first time, then only what changed.
+.venv/bin/python -m stack.voice build

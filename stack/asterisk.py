@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.settings import PROJECT_ROOT, Settings, SettingsError, load_settings
-from stack.render import InstancePaths, render
+from stack.render import InstancePaths, build_voice, render
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +215,8 @@ class AsteriskInstance:
         for sub in ("etc", "run", "log", "lib", "spool", "cache", "sounds"):
             (self.host_dir / sub).mkdir(parents=True, exist_ok=True)
         render(self.settings, self.host_dir / "etc", self.paths,
-               host_sounds_dir=self.host_dir / "sounds")
+               host_sounds_dir=self.host_dir / "sounds", voice_dir=build_voice(),
+               asterisk_root=self.install.root or Path("/"))
 
     def log_tail(self, lines: int = 25) -> str:
         text = ""

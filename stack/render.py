@@ -9,6 +9,8 @@ extensions, ports and credentials never disagree between Asterisk and Python.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -25,9 +27,23 @@ from common.settings import (
     load_settings,
     staff_endpoint,
 )
+from stack import voice
+
+logger = logging.getLogger(__name__)
 
 TEMPLATES = PROJECT_ROOT / "asterisk" / "templates"
 SOUND_EXTENSIONS = (".wav", ".gsm", ".ulaw", ".alaw", ".sln", ".sln16")
+#: Asterisk's package data folder (astdatadir of Debian's asterisk), as Asterisk sees it
+ASTERISK_DATA = "/usr/share/asterisk"
+# what an instance's own data folder links to when the package's cannot be listed here
+# (rendering in a container without Asterisk): the entries of Debian's package
+PACKAGE_DATA_ENTRIES = ("agi-bin", "conf", "documentation", "firmware", "images", "keys",
+                        "moh", "phoneprov", "rest-api", "static-http")
+PACKAGE_SOUND_ENTRIES = ("custom", "en", "en_US", "en_US_f_Allison", "priv-callerintros",
+                         "recordings")
+# formats a core sound may come in (the English links of a prompt; missing ones dangle,
+# which Asterisk ignores)
+CORE_SOUND_FORMATS = ("gsm", "ulaw", "alaw", "wav", "g722", "sln16")
 
 
 @dataclass(frozen=True)
@@ -40,6 +56,11 @@ class InstancePaths:
     @property
     def sounds(self) -> str:
         return f"{self.base}/sounds"
+
+    @property
+    def data(self) -> str:
+        """The instance's own astdatadir: the package's, plus the Japanese sounds/ja."""
+        return f"{self.base}/data"
 
 
 @dataclass(frozen=True)
@@ -69,12 +90,53 @@ def phones(settings: Settings) -> list[Phone]:
     return out
 
 
-def prompt_refs(settings: Settings, paths: InstancePaths,
-                host_sounds_dir: Path | None) -> dict[str, str]:
-    """Map each prompt to what Asterisk plays: the city's recording or the core sound.
+def _place(source: Path, target: Path) -> None:
+    """A hard link where the file system allows (instant, no copy), else a copy."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
-    Recordings found in ``prompts.custom_dir`` are copied to ``host_sounds_dir`` (the
-    instance's sound folder as the host sees it) when given.
+
+def _symlink(target: str, link: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(target)
+
+
+def host_view(root: Path, inner: str) -> Path:
+    """``inner``, a path as Asterisk sees it in its root file system ``root``, as the host
+    sees it: symbolic links are followed inside ``root`` (Debian's sounds/en is one,
+    through /etc/alternatives), so a chrooted Asterisk's folders can be listed."""
+    parts = [p for p in inner.split("/") if p]
+    here = root
+    for _ in range(64):  # links followed at most
+        while parts and not (here / parts[0]).is_symlink():
+            here = here / parts.pop(0)
+        if not parts:
+            return here
+        target = os.readlink(here / parts.pop(0))
+        if target.startswith("/"):
+            here = root
+        parts = [p for p in target.split("/") if p] + parts
+    raise OSError(f"too many levels of symbolic links in {inner} under {root}")
+
+
+def prompt_refs(settings: Settings, paths: InstancePaths, host_sounds_dir: Path | None,
+                voice_dir: Path | None = None,
+                asterisk_root: Path | None = None) -> dict[str, str]:
+    """Map each prompt to what Asterisk plays, and install its files into
+    ``host_sounds_dir`` (the instance's sound folder as the host sees it) when given:
+
+    - the city's recording in ``prompts.custom_dir``: ``sounds/<name>.<ext>``, for every
+      caller (as before the Japanese voice);
+    - else, with the synthesised prompts (``voice_dir``, stack.voice): ``sounds/ja/`` for
+      Japanese channels and, for English ones, ``sounds/en/<name>.<ext>`` linked to the
+      English core sound of ``fallback``; Asterisk picks by the channel's language;
+    - else (nothing installed) the core sound's name, in every language.
     """
     custom = Path(settings.prompts.custom_dir)
     if not custom.is_absolute():
@@ -83,18 +145,67 @@ def prompt_refs(settings: Settings, paths: InstancePaths,
     for name, prompt in load_prompts().items():
         recording = next((custom / f"{name}{ext}" for ext in SOUND_EXTENSIONS
                           if (custom / f"{name}{ext}").is_file()), None)
-        if recording is not None and host_sounds_dir is not None:
-            host_sounds_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(recording, host_sounds_dir / recording.name)
-            refs[name] = f"{paths.sounds}/{name}"
-        else:
+        voiced = sorted(voice_dir.joinpath("prompts").glob(f"{name}.*")) if voice_dir else []
+        if host_sounds_dir is None or (recording is None and not voiced):
             refs[name] = prompt["fallback"]
+            continue
+        for folder in (host_sounds_dir, host_sounds_dir / "ja", host_sounds_dir / "en"):
+            for old in folder.glob(f"{name}.*"):  # a re-render: no other version may win
+                old.unlink()
+        refs[name] = f"{paths.sounds}/{name}"
+        if recording is not None:
+            _place(recording, host_sounds_dir / recording.name)
+            continue
+        for synthesised in voiced:
+            _place(synthesised, host_sounds_dir / "ja" / synthesised.name)
+        core = (host_view(asterisk_root, f"{ASTERISK_DATA}/sounds/en")
+                if asterisk_root is not None else None)
+        formats = ([p.suffix[1:] for p in sorted(core.glob(f"{prompt['fallback']}.*"))]
+                   if core is not None and core.is_dir() else CORE_SOUND_FORMATS)
+        for ext in formats:
+            _symlink(f"{ASTERISK_DATA}/sounds/en/{prompt['fallback']}.{ext}",
+                     host_sounds_dir / "en" / f"{name}.{ext}")
     return refs
+
+
+def install_data(host_data_dir: Path, voice_dir: Path, asterisk_root: Path | None) -> None:
+    """The instance's own astdatadir: every entry of Asterisk's package data folder
+    linked, and ``sounds/ja`` with the synthesised Japanese words (the numbers of
+    say.c, app_queue's announcements; stack.voice), so Japanese channels hear Japanese
+    where Asterisk builds sentences itself and English ones the core sounds as before."""
+    if host_data_dir.exists():
+        shutil.rmtree(host_data_dir)
+
+    def entries(folder: str, fallback: tuple[str, ...]) -> list[str]:
+        here = host_view(asterisk_root, folder) if asterisk_root is not None else None
+        if here is not None and here.is_dir():
+            return sorted(p.name for p in here.iterdir())
+        return list(fallback)
+
+    for entry in entries(ASTERISK_DATA, PACKAGE_DATA_ENTRIES):
+        if entry != "sounds":
+            _symlink(f"{ASTERISK_DATA}/{entry}", host_data_dir / entry)
+    for entry in entries(f"{ASTERISK_DATA}/sounds", PACKAGE_SOUND_ENTRIES):
+        if entry != "ja":
+            _symlink(f"{ASTERISK_DATA}/sounds/{entry}", host_data_dir / "sounds" / entry)
+    words = voice_dir / "words"
+    for source in sorted(p for p in words.rglob("*") if p.is_file()):
+        _place(source, host_data_dir / "sounds" / "ja" / source.relative_to(words))
 
 
 def render(settings: Settings, out_dir: Path, paths: InstancePaths,
            host_sounds_dir: Path | None = None,
-           ami_permit: tuple[str, ...] = ("127.0.0.1/255.255.255.255",)) -> list[Path]:
+           ami_permit: tuple[str, ...] = ("127.0.0.1/255.255.255.255",), *,
+           voice_dir: Path | None = None, asterisk_root: Path | None = None) -> list[Path]:
+    """Write the configuration into ``out_dir``. With ``host_sounds_dir`` (the instance's
+    sounds folder as the host sees it, ``data/`` beside it) the prompts are installed
+    there, and with ``voice_dir`` (stack.voice's build) also the Japanese voice.
+    ``asterisk_root``: the root file system Asterisk runs in as the host sees it (``/``
+    for the host's own Asterisk), None when not visible here."""
+    datadir = ASTERISK_DATA
+    if host_sounds_dir is not None and voice_dir is not None:
+        install_data(host_sounds_dir.parent / "data", voice_dir, asterisk_root)
+        datadir = paths.data
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         undefined=jinja2.StrictUndefined,
@@ -106,7 +217,8 @@ def render(settings: Settings, out_dir: Path, paths: InstancePaths,
         "paths": paths,
         "services": settings.services,
         "phones": phones(settings),
-        "prompts": prompt_refs(settings, paths, host_sounds_dir),
+        "prompts": prompt_refs(settings, paths, host_sounds_dir, voice_dir, asterisk_root),
+        "datadir": datadir,
         "ami_permit": ami_permit,
         "ami_events": SUBSCRIBED_EVENTS,
     }
@@ -136,10 +248,32 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     permit = tuple(args.ami_permit) if args.ami_permit else ("127.0.0.1/255.255.255.255",)
+    # the instance folder is here (the compose file's render service): install the
+    # prompts and the Japanese voice into it, as a locally started instance does
+    base = Path(args.base)
+    sounds = base / "sounds" if base.is_dir() else None
+    voice_dir = build_voice() if sounds is not None else None
+    root = Path("/") if Path(ASTERISK_DATA).is_dir() else None  # else Asterisk is elsewhere
     for path in render(settings, args.out_dir, InstancePaths(args.base, args.moddir),
-                       ami_permit=permit):
+                       host_sounds_dir=sounds, ami_permit=permit, voice_dir=voice_dir,
+                       asterisk_root=root):
         print(path)
     return 0
+
+
+def build_voice() -> Path | None:
+    """The synthesised Japanese prompts, brought up to date (stack.voice; a no-op when
+    nothing changed); None, with a warning, where they cannot be made: callers then hear
+    the English core sounds, as before."""
+    try:
+        report = voice.build()
+    except (voice.VoiceUnavailable, ValueError, OSError, RuntimeError) as exc:
+        logger.warning("no Japanese voice (%s): prompts fall back to the English core "
+                       "sounds", exc)
+        return None
+    if report.generated or report.removed:
+        logger.info("%s", report.summary())
+    return report.out
 
 
 if __name__ == "__main__":

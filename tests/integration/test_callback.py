@@ -160,7 +160,7 @@ def test_booked_callback_survives_a_controller_restart(
         wait_until(lambda: members(call_settings).get("op01", {}).get("status") ==
                    "not_in_use", 30, "op01 not ready")
         busy = run_sipp(call_settings, "uac_hangup.xml", DID, tmp_path / "busy",
-                        duration_ms=30000, background=True,
+                        duration_ms=45000, background=True,
                         keys={"caller": "0901000001", "rtp_port": "4000"})
         assert isinstance(busy, subprocess.Popen)
         wait_until(lambda: members(call_settings)["op01"]["in_call"], 15, "op01 not busy")

@@ -151,7 +151,7 @@ def test_make_run_with_a_site_file_starts_every_process_on_its_settings(
         try:
             _read_until(phones, r"registered on", 30)
             operator_ready(f"http://127.0.0.1:{env['MADOGUCHI_WEB__PORT']}", password)
-            call = subprocess.run([sys.executable, "-m", "stack.testcall", "--seconds", "8"],
+            call = subprocess.run([sys.executable, "-m", "stack.testcall", "--seconds", "20"],
                                   cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
                                   timeout=90, check=False)
             assert call.returncode == 0, call.stdout + call.stderr

@@ -167,9 +167,10 @@ def test_eighth_caller_waits_for_the_first_free_operator(
     # an 8th operator phone cannot take a line: exactly 7 lines
     extra = send(call_settings, AgentLogin(tenant="city", endpoint="op07"))
     assert extra["ok"]  # already logged in: idempotent
-    # 7 callers who hang up 8 s after the system answered, then an 8th who stays 14 s
+    # 7 callers who hang up 15 s after the system answered (the Japanese greeting is 5 s),
+    # then an 8th who stays 21 s
     talkers = run_sipp(call_settings, "uac_hangup.xml", DID, tmp_path / "seven", calls=7,
-                       rate=20, duration_ms=8000, keys={"caller": "0901000001",
+                       rate=20, duration_ms=15000, keys={"caller": "0901000001",
                                                         "rtp_port": "4000"}, background=True)
     assert isinstance(talkers, subprocess.Popen)
     seen: list[object] = []
@@ -186,7 +187,7 @@ def test_eighth_caller_waits_for_the_first_free_operator(
         evs = [e.to_dict() for e in events_of(call_settings) if e.type == "queue.member"]
         raise AssertionError(f"{exc}: {evs[-20:]}") from None
     eighth = run_sipp(call_settings, "uac_hangup.xml", DID, tmp_path / "eighth",
-                      duration_ms=14000, keys={"caller": "0902000008", "rtp_port": "4002"},
+                      duration_ms=21000, keys={"caller": "0902000008", "rtp_port": "4002"},
                       timeout=60)
     assert talkers.wait(60) == 0
     assert eighth.returncode == 0 and eighth.successful == 1, eighth.stdout
@@ -223,17 +224,17 @@ def test_abandoned_caller_is_recorded_with_position(
         phones: Phones, tmp_path: Path) -> None:
     login(call_settings, ["op01"], asterisk)
     busy = run_sipp(call_settings, "uac_hangup.xml", DID, tmp_path / "busy",
-                    duration_ms=12000, keys={"caller": "0901111111", "rtp_port": "4000"},
+                    duration_ms=30000, keys={"caller": "0901111111", "rtp_port": "4000"},
                     background=True)
     wait_until(lambda: members(call_settings)["op01"]["in_call"], 15, "op01 not busy")
     first = run_sipp(call_settings, "uac_hangup.xml", DID, tmp_path / "first",
-                     duration_ms=9000, keys={"caller": "0902222222", "rtp_port": "4002"},
+                     duration_ms=25000, keys={"caller": "0902222222", "rtp_port": "4002"},
                      background=True)
     # the first waiting caller holds position 1 before the quitter arrives
     wait_until(lambda: waiting(asterisk) == 1, 15,
                f"first caller not waiting: {asterisk.cli('queue show citizens')}")
     quitter = run_sipp(call_settings, "uac_hangup.xml", DID, tmp_path / "quitter",
-                       duration_ms=4000, keys={"caller": "0903333333", "rtp_port": "4004"})
+                       duration_ms=8000, keys={"caller": "0903333333", "rtp_port": "4004"})
     assert quitter.returncode == 0, quitter.stdout
     for proc in (busy, first):
         assert isinstance(proc, subprocess.Popen)
