@@ -39,7 +39,11 @@ def test_make_run_says_it_is_running_only_when_asterisk_ari_and_ami_are_connecte
     """Real Redis and database: with no ari_app heartbeat (nothing connected to Asterisk)
     and no web listening, every part is named; once ari_app reports Asterisk, ARI and AMI
     up and the web answers (503 is an answer), nothing is pending."""
-    init_schema(make_engine(settings.database_url))
+    engine = make_engine(settings.database_url)
+    try:
+        init_schema(engine)
+    finally:
+        engine.dispose()
     port = free_port()
     settings = settings_override(settings, web={"bind": "127.0.0.1", "port": port})
     pending = not_ready(settings)
