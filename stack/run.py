@@ -105,6 +105,9 @@ class Stop(Exception):
 
 
 def _raise_stop(_signum: int, _frame: object) -> None:
+    # once: a second Ctrl-C (or timeout's forwarded signal) must not cut the orderly stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Stop
 
 

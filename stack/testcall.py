@@ -26,7 +26,7 @@ SCENARIO = SIPP_DIR / "uac_test_call.xml"
 CALLER = "0901234567"
 
 
-def _free_udp_port(host: str) -> int:
+def free_udp_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
@@ -43,8 +43,8 @@ def sipp_command(settings: Settings, workdir: Path, seconds: int,
     scenario.write_text(SCENARIO.read_text().replace("[hold_ms]", str(seconds * 1000)))
     ast = settings.asterisk
     return ["sipp", f"{ast.sip_bind}:{ast.sip_port}", "-sf", str(scenario), "-s", did,
-            "-i", trunk, "-mi", trunk, "-p", str(_free_udp_port(trunk)),
-            "-key", "caller", caller, "-key", "rtp_port", str(_free_udp_port(trunk)),
+            "-i", trunk, "-mi", trunk, "-p", str(free_udp_port(trunk)),
+            "-key", "caller", caller, "-key", "rtp_port", str(free_udp_port(trunk)),
             "-m", "1", "-timeout", f"{seconds + 30}s", "-timeout_error", "-nostdin"]
 
 
@@ -73,19 +73,28 @@ def describe(settings: Settings, caller: str, since: float) -> list[str]:
     return lines
 
 
+def settings_for_sipp() -> Settings | None:
+    """The settings, once SIPp is known to be installed; None (and why, printed) when the
+    settings cannot be used or SIPp is missing."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return None
+    if shutil.which("sipp") is None:
+        print("sipp is not installed: run scripts/setup.sh run (Debian package sip-tester)",
+              file=sys.stderr)
+        return None
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=20,
                         help="how long the caller stays on the line (default 20)")
     args = parser.parse_args(argv)
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    if shutil.which("sipp") is None:
-        print("sipp is not installed: run scripts/setup.sh run (Debian package sip-tester)",
-              file=sys.stderr)
+    settings = settings_for_sipp()
+    if settings is None:
         return 2
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="madoguchi-test-call-") as tmp:

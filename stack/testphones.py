@@ -7,7 +7,6 @@ log in on the console, be made ready and answer ``make test-call`` without a sof
 from __future__ import annotations
 
 import argparse
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,9 +17,9 @@ import time
 
 import httpx
 
-from common.settings import Settings, SettingsError, load_settings
+from common.settings import Settings
 from stack.render import phones
-from stack.testcall import SIPP_DIR, _free_udp_port
+from stack.testcall import SIPP_DIR, free_udp_port, settings_for_sipp
 
 
 def wait_reachable(settings: Settings, endpoints: list[str], timeout: float = 20) -> None:
@@ -52,14 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("endpoints", nargs="*", default=["op01"],
                         help="phones to register (default op01; make phones lists them)")
     args = parser.parse_args(argv)
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    if shutil.which("sipp") is None:
-        print("sipp is not installed: run scripts/setup.sh run (Debian package sip-tester)",
-              file=sys.stderr)
+    settings = settings_for_sipp()
+    if settings is None:
         return 2
     known = {p.id: p for p in phones(settings)}
     unknown = [ep for ep in args.endpoints if ep not in known]
@@ -69,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     ast = settings.asterisk
     host = "127.0.0.1"
-    port = _free_udp_port(host)
+    port = free_udp_port(host)
     with tempfile.TemporaryDirectory(prefix="madoguchi-test-phones-") as tmp:
         for ep in args.endpoints:
             reg = subprocess.run(
@@ -84,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
         uas = subprocess.Popen(
             ["sipp", "-sf", str(SIPP_DIR / "uas_phone.xml"), "-i", host, "-mi", host,
-             "-p", str(port), "-mp", str(_free_udp_port(host)), "-nostdin"],
+             "-p", str(port), "-mp", str(free_udp_port(host)), "-nostdin"],
             cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_reachable(settings, args.endpoints)
