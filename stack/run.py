@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import redis
+from sqlalchemy import Engine
 
 from common.db import DatabaseUnavailable, init_schema, make_engine
 from common.health import DOWN, collect
@@ -152,23 +153,16 @@ READY = ("asterisk", "ari", "ami", "ari_app", "redis", "database")
 READY_TIMEOUT = 90.0
 
 
-def not_ready(settings: Settings) -> list[str]:
+def not_ready(settings: Settings, client: redis.Redis, engine: Engine) -> list[str]:
     """What is not up yet, each as ``name: detail`` (empty when the system is ready):
     the parts of ``READY`` as the health page sees them, and the web answering."""
-    client = redis.Redis.from_url(settings.redis.url, socket_timeout=2)
-    engine = make_engine(settings.database_url)
-    try:
-        health = {c.component: c for c in collect(client, Keys(settings.redis.prefix), engine,
-                                                   settings)}
-    finally:
-        client.close()
-        engine.dispose()
+    health = {c.component: c for c in collect(client, Keys(settings.redis.prefix), engine,
+                                               settings)}
     out = [f"{name}: {health[name].detail}" for name in READY
            if name not in health or health[name].state == DOWN]
     url = f"http://{settings.web.bind}:{settings.web.port}/health.json"
     try:
-        with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - our own loopback URL
-            pass
+        urllib.request.urlopen(url, timeout=2).close()  # noqa: S310 - our own loopback URL
     except urllib.error.HTTPError:
         pass  # it answers (503 while a part is down: listed above)
     except OSError as exc:
@@ -181,12 +175,18 @@ def wait_ready(settings: Settings, tick: Callable[[], None],
     """Wait until ``not_ready`` is empty, or the time is over: what is still not up.
     ``tick`` runs between the checks (the children are supervised meanwhile)."""
     deadline = time.monotonic() + timeout
-    while True:
-        pending = not_ready(settings)
-        if not pending or time.monotonic() >= deadline:
-            return pending
-        time.sleep(0.25)
-        tick()
+    client = redis.Redis.from_url(settings.redis.url, socket_timeout=2)
+    engine = make_engine(settings.database_url)
+    try:
+        while True:
+            pending = not_ready(settings, client, engine)
+            if not pending or time.monotonic() >= deadline:
+                return pending
+            time.sleep(0.25)
+            tick()
+    finally:
+        client.close()
+        engine.dispose()
 
 
 def seed_first_run(env: Mapping[str, str]) -> str:

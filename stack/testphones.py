@@ -32,8 +32,8 @@ def wait_reachable(settings: Settings, endpoints: list[str], timeout: float = 20
         actions = [f"Action: Login\r\nUsername: {ast.ami_user}\r\nSecret: {ast.ami_secret}\r\n"]
         actions += [f"Action: PJSIPQualify\r\nEndpoint: {ep}\r\n" for ep in endpoints]
         conn.sendall(("\r\n".join(actions) + "\r\nAction: Logoff\r\n\r\n").encode())
-        while conn.recv(4096):  # until Asterisk closes the session after Logoff
-            pass
+        with conn.makefile("rb") as answers:
+            answers.read()  # until Asterisk closes the session after Logoff
     deadline = time.monotonic() + timeout
     while True:
         states = {ep: httpx.get(f"{ast.ari_url}/endpoints/PJSIP/{ep}",
@@ -93,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         try:
-            while uas.poll() is None and not stop.wait(1.0):
-                pass
+            while uas.poll() is None:
+                if stop.wait(1.0):
+                    break
         finally:
             uas.terminate()
             uas.wait(10)

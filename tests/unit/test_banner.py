@@ -7,6 +7,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import redis
+
 from common.db import init_schema, make_engine
 from common.kiosk import dev_secret
 from common.settings import Settings, load_settings, settings_override
@@ -34,6 +36,16 @@ def test_a_configured_model_is_not_reported_missing(tmp_path: Path) -> None:
     assert "/kiosk/#" in text
 
 
+def ready_check(settings: Settings) -> list[str]:
+    client = redis.Redis.from_url(settings.redis.url)
+    engine = make_engine(settings.database_url)
+    try:
+        return not_ready(settings, client, engine)
+    finally:
+        client.close()
+        engine.dispose()
+
+
 def test_make_run_says_it_is_running_only_when_asterisk_ari_and_ami_are_connected(
         settings: Settings) -> None:
     """Real Redis and database: with no ari_app heartbeat (nothing connected to Asterisk)
@@ -46,7 +58,7 @@ def test_make_run_says_it_is_running_only_when_asterisk_ari_and_ami_are_connecte
         engine.dispose()
     port = free_port()
     settings = settings_override(settings, web={"bind": "127.0.0.1", "port": port})
-    pending = not_ready(settings)
+    pending = ready_check(settings)
     assert {p.split(":")[0] for p in pending} == {"asterisk", "ari", "ami", "ari_app", "web"}
     text = banner(settings, None, pending=pending)
     assert "NOT READY  ari_app:" in text and "is running" not in text
@@ -57,14 +69,14 @@ def test_make_run_says_it_is_running_only_when_asterisk_ari_and_ami_are_connecte
             self.end_headers()
 
         def log_message(self, *_args: object) -> None:
-            pass
+            """No request log on the test's output."""
 
     server = HTTPServer(("127.0.0.1", port), Health)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         make_everything_healthy(settings)
-        assert not_ready(settings) == []
+        assert ready_check(settings) == []
         ticks: list[int] = []
         assert wait_ready(settings, lambda: ticks.append(1), timeout=5) == []
         text = banner(settings, None, users="development users (tenant city):\n"
