@@ -1,6 +1,10 @@
 # Madoguchi. `make` lists the targets.
 .DEFAULT_GOAL := all
 PY := .venv/bin/python
+# the project's own packages (what mypy checks; never .venv or tests)
+PACKAGES := common ari_app kiosk_bridge kiosk_agent web faq kpi reports stack transcriber
+# e.g. make lint PIP_AUDIT_FLAGS="--vulnerability-service osv"
+PIP_AUDIT_FLAGS ?=
 
 all: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -18,9 +22,31 @@ down: ## stop a development Asterisk left running
 test: ## install what the tests need and run them all (what CI runs)
 	@scripts/test.sh
 
-lint: ## ruff and mypy
+lint: ## ruff, mypy, bandit (our packages) and pip-audit (the installed, pinned dependencies)
+	@$(PY) -c "import bandit, pip_audit" 2>/dev/null || \
+	  { echo "make lint: bandit and pip-audit are not installed: run scripts/setup.sh test" >&2; exit 1; }
 	@$(PY) -m ruff check .
 	@$(PY) -m mypy
+	@mkdir -p .cache
+	@# bandit warns "nosec encountered ..., but no failed test" for every other call on a
+	@# line whose finding a nosec marked (PyCQA/bandit#1041): only those lines are dropped
+	@$(PY) -m bandit -q -r $(PACKAGES) 2>.cache/bandit.err; status=$$?; \
+	  grep -v 'but no failed test on file' .cache/bandit.err >&2; exit $$status
+	@# every installed distribution but our own editable one, looked up by name and version
+	@if $(PY) -m pip_audit --strict --skip-editable --progress-spinner off \
+	    --cache-dir .cache/pip-audit $(PIP_AUDIT_FLAGS) >.cache/pip-audit.txt 2>&1; then \
+	    cat .cache/pip-audit.txt; \
+	  else cat .cache/pip-audit.txt >&2; \
+	    if grep -qE 'could not be audited|ConnectionError|Max retries|NameResolution|timed out' \
+	        .cache/pip-audit.txt; then \
+	      echo "make lint: pip-audit could not reach its vulnerability database (by default" \
+	        "PyPI's JSON API, https://pypi.org/pypi/NAME/VERSION/json; api.osv.dev with" \
+	        "PIP_AUDIT_FLAGS=\"--vulnerability-service osv\"), so no dependency was checked." \
+	        "Run it where one of them answers." >&2; \
+	    else \
+	      echo "make lint: pip-audit found known vulnerabilities (above): raise those pins in" \
+	        "pyproject.toml" >&2; \
+	    fi; exit 1; fi
 
 bench: ## run every benchmark in bench/ (writes bench/results/*.json)
 	@scripts/setup.sh test

@@ -67,7 +67,7 @@ class AmiConnection:
         self._connect()
 
     def _connect(self) -> None:
-        assert self.manager is not None
+        assert self.manager is not None  # nosec B101 # type narrowing, not a check
         task = self.manager.connect()
         task.add_done_callback(self._connect_done)
 
@@ -94,7 +94,7 @@ class AmiConnection:
                 "Check asterisk.ami_user / asterisk.ami_secret (MADOGUCHI_ASTERISK__AMI_SECRET) "
                 "and that manager.conf was rendered from the same settings.")
             logger.error("%s; retrying in %.0f s", self.last_error, self.reconnect_delay)
-            assert self.manager is not None
+            assert self.manager is not None  # nosec B101 # type narrowing, not a check
             # closing the transport makes panoramisk reconnect after reconnect_timeout
             self.manager.close()
 

@@ -162,7 +162,7 @@ class TranscriptionService:
                                     format="slin16", direction="both")
         variables = (reply or {}).get("channelvars") or {}
         local = str(variables.get("UNICASTRTP_LOCAL_ADDRESS", ""))
-        if local in ("", "0.0.0.0", "::"):
+        if local in ("", "0.0.0.0", "::"):  # nosec B104 # compares an address, binds nothing
             local = self.settings.asterisk.host
         source = f"{local}:{variables.get('UNICASTRTP_LOCAL_PORT', '')}"
         info = StreamInfo(call_id=session.call_id, tenant=session.tenant, speaker=speaker,

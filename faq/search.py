@@ -174,7 +174,9 @@ class IndexedItem:
         return " ".join([self.title, *self.flat_keywords()])
 
     def semantic_key(self) -> str:
-        return hashlib.sha1(self.semantic_text().encode("utf-8")).hexdigest()
+        # a cache key, not a security digest
+        return hashlib.sha1(self.semantic_text().encode("utf-8"),
+                            usedforsecurity=False).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "revision_id": self.revision_id, "tenant": self.tenant,

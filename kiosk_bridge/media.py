@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import logging
-import random
+import secrets
 import struct
 import time
 from collections.abc import Callable
@@ -143,7 +143,7 @@ class JitterBuffer:
             self.playing = False
             self.target = min(self.target + 1, self.max_frames)
             return None
-        assert self.next_seq is not None
+        assert self.next_seq is not None  # nosec B101 # type narrowing, not a check
         frame = self.frames.pop(self.next_seq, None)
         if frame is None:  # a gap: skip ahead to the oldest frame we have
             self._jump_to_oldest()
@@ -182,9 +182,10 @@ class RtpLeg(asyncio.DatagramProtocol):
         self.inbound = JitterBuffer(max_frames=max_frames, target=1)
         self.transport: asyncio.DatagramTransport | None = None
         self.remote: tuple[str, int] | None = None
-        self.ssrc = random.getrandbits(32)
-        self.seq = random.getrandbits(16)
-        self.timestamp = random.getrandbits(32)
+        # RFC 3550 5.1: unpredictable initial values (hinder known-plaintext attacks)
+        self.ssrc = secrets.randbits(32)
+        self.seq = secrets.randbits(16)
+        self.timestamp = secrets.randbits(32)
         self.packets_in = 0
         self.remote_ssrc: int | None = None
         self.packets_out = 0
@@ -199,7 +200,7 @@ class RtpLeg(asyncio.DatagramProtocol):
 
     @property
     def local_address(self) -> tuple[str, int]:
-        assert self.transport is not None
+        assert self.transport is not None  # nosec B101 # type narrowing, not a check
         host, port = self.transport.get_extra_info("sockname")[:2]
         return str(host), int(port)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import signal
 import socket
-import subprocess
+import subprocess  # nosec B404 # runs SIPp, fixed argv
 import sys
 import tempfile
 import threading
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     port = free_udp_port(host)
     with tempfile.TemporaryDirectory(prefix="madoguchi-test-phones-") as tmp:
         for ep in args.endpoints:
-            reg = subprocess.run(
+            reg = subprocess.run(  # nosec B603, B607 # fixed argv, sipp on PATH
                 ["sipp", f"{ast.sip_bind}:{ast.sip_port}", "-sf",
                  str(SIPP_DIR / "register_auth.xml"), "-s", ep, "-au", ep, "-ap",
                  known[ep].password, "-i", host, "-p", str(port), "-m", "1",
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{ep} could not register with Asterisk at {ast.sip_bind}:"
                       f"{ast.sip_port}: is make run running?", file=sys.stderr)
                 return 1
-        uas = subprocess.Popen(
+        uas = subprocess.Popen(  # nosec B603, B607 # fixed argv, sipp on PATH
             ["sipp", "-sf", str(SIPP_DIR / "uas_phone.xml"), "-i", host, "-mi", host,
              "-p", str(port), "-mp", str(free_udp_port(host)), "-nostdin"],
             cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             uas.terminate()
             uas.wait(10)
             for ep in args.endpoints:  # Asterisk sees them gone at once (電話機未接続)
-                subprocess.run(
+                subprocess.run(  # nosec B603, B607 # fixed argv, sipp on PATH
                     ["sipp", f"{ast.sip_bind}:{ast.sip_port}", "-sf",
                      str(SIPP_DIR / "unregister_auth.xml"), "-s", ep, "-au", ep, "-ap",
                      known[ep].password, "-i", host, "-p", str(port), "-m", "1",

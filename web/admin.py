@@ -50,7 +50,7 @@ Page = str | tuple[str, int] | WerkzeugResponse
 
 def _me() -> User:
     user = current_user()
-    assert user is not None
+    assert user is not None  # nosec B101 # login_required ran
     return user
 
 

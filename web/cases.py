@@ -40,7 +40,7 @@ Reply = str | tuple[str, int] | WerkzeugResponse | tuple[WerkzeugResponse, int]
 
 def me() -> User:
     user = current_user()
-    assert user is not None
+    assert user is not None  # nosec B101 # login_required ran
     return user
 
 

@@ -67,7 +67,7 @@ def fleet_status(settings: Settings, tenant: str) -> list[dict[str, Any]]:
 @login_required(roles=("administrator", "supervisor"))
 def fleet() -> str:
     user = current_user()
-    assert user is not None
+    assert user is not None  # nosec B101 # login_required ran
     settings = get_settings()
     return render_template("kiosk/fleet.html", kiosks=fleet_status(settings, user.tenant_id),
                            actions=FLEET_ACTIONS, devices=DEVICES, labels=fleet_labels())
@@ -96,14 +96,14 @@ def fleet_labels() -> dict[str, dict[str, str]]:
 @login_required(roles=("administrator", "supervisor"))
 def fleet_json() -> Response:
     user = current_user()
-    assert user is not None
+    assert user is not None  # nosec B101 # login_required ran
     return jsonify({"kiosks": fleet_status(get_settings(), user.tenant_id)})
 
 
 def _own_kiosk(kiosk_id: str) -> Kiosk:
     """The viewer's tenant's kiosk of that id, or 404 (another tenant's is not found)."""
     user = current_user()
-    assert user is not None
+    assert user is not None  # nosec B101 # login_required ran
     kiosk = find_kiosk(get_settings(), kiosk_id)
     if kiosk is None or kiosk.tenant != user.tenant_id:
         abort(404)

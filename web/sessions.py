@@ -136,7 +136,7 @@ class RedisSessionInterface(SessionInterface):
 
     # -- writing -------------------------------------------------------------------
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
-        assert isinstance(session, RedisSession)
+        assert isinstance(session, RedisSession)  # nosec B101 # type narrowing, not a check
         if session.unavailable:
             return
         try:
@@ -258,5 +258,5 @@ def init_app(app: Flask, client: redis.Redis, keys: Keys, settings: Settings) ->
 
 def interface(app: Flask) -> RedisSessionInterface:
     iface = app.session_interface
-    assert isinstance(iface, RedisSessionInterface)
+    assert isinstance(iface, RedisSessionInterface)  # nosec B101 # type narrowing, not a check
     return iface

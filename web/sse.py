@@ -178,7 +178,7 @@ def events(client: redis.Redis, keys: Keys, viewer: Viewer, queue_tenant: dict[s
 @login_required(roles={OPERATOR, STAFF, SUPERVISOR})
 def stream() -> Response:
     user = current_user()
-    assert user is not None
+    assert user is not None  # nosec B101 # login_required ran
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     res = resources(app)
     client = stream_client(app)

@@ -282,7 +282,7 @@ class VpcdCard:
 
     def _serve(self) -> None:
         sock = self._sock
-        assert sock is not None
+        assert sock is not None  # nosec B101 # type narrowing, not a check
         while True:
             header = self._recv_exact(sock, 2)
             if header is None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
+import subprocess  # nosec B404 # starts the test pcscd, fixed argv
 import tempfile
 import time
 from pathlib import Path
@@ -37,13 +37,13 @@ def _free_port_pair() -> int:
     """A port p such that p and p+1 (vpcd's two slots) are both free on all addresses."""
     for _ in range(50):
         with socket.socket() as s:
-            s.bind(("0.0.0.0", 0))
+            s.bind(("0.0.0.0", 0))  # nosec B104 # probe only; vpcd listens on all
             port = int(s.getsockname()[1])
         if port >= 65535:
             continue
         try:
             with socket.socket() as s2:
-                s2.bind(("0.0.0.0", port + 1))
+                s2.bind(("0.0.0.0", port + 1))  # nosec B104 # probe only; vpcd listens on all
         except OSError:
             continue
         return port
@@ -89,12 +89,12 @@ class PrivatePcscd:
 
     @property
     def socket_path(self) -> str:
-        assert self._dir is not None, "not started"
+        assert self._dir is not None, "not started"  # nosec B101 # a test helper's usage check
         return str(self._dir / "run" / "pcscd.comm")
 
     @property
     def log_path(self) -> Path:
-        assert self._dir is not None, "not started"
+        assert self._dir is not None, "not started"  # nosec B101 # a test helper's usage check
         return self._dir / "pcscd.log"
 
     def reader(self, slot: int = 0) -> str:
@@ -119,7 +119,7 @@ class PrivatePcscd:
         script = ('mkdir -p /run/pcscd && mount --bind "$1" /run/pcscd && '
                   'exec "$2" --foreground --error --config "$3"')
         with open(self.log_path, "wb") as log:
-            self._proc = subprocess.Popen(
+            self._proc = subprocess.Popen(  # nosec B603, B607 # fixed argv, tools on PATH
                 ["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
                  "sh", str(run), PCSCD, str(conf)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
