@@ -55,7 +55,7 @@ class AsteriskSettings:
     sip_bind: str = "127.0.0.1"
     sip_port: int = 5060
     rtp_start: int = 10000
-    rtp_end: int = 10999
+    rtp_end: int = 19999
     http_bind: str = "127.0.0.1"
     http_port: int = 8088
     ami_bind: str = "127.0.0.1"
@@ -83,6 +83,9 @@ class AriSettings:
     backoff_initial: float = 0.5
     backoff_max: float = 10.0
     heartbeat_interval: float = 2.0
+    # an inbound caller inside the application this long with no handler is hung up
+    # (its StasisStart never reached the controller; ari_app/channels.py)
+    orphan_seconds: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,9 @@ class WebSettings:
     session_absolute_hours: int = 12
     lockout_attempts: int = 5
     lockout_minutes: int = 15
+    throttle_address_attempts: int = 20
+    throttle_base_seconds: int = 5
+    throttle_memory_minutes: int = 60
     password_min_length: int = 12
     trusted_proxy_count: int = 0
     earlier_contacts_days: int = 90
@@ -213,6 +219,11 @@ class TrunkSettings:
     match: tuple[str, ...] = ()
     contact: str = ""
     qualify_seconds: int = 30
+    # calls from the trunk at once (answered, greeted, queued, talking); 0: four per
+    # operator line of the phone services, at least 20 (trunk_calls())
+    max_calls: int = 0
+    # new calls from the trunk in one second; more are refused unanswered (503)
+    max_calls_per_second: int = 10
 
 
 @dataclass(frozen=True)
@@ -405,8 +416,37 @@ def _validate_site(s: Settings) -> None:
             raise SettingsError(f"asterisk.{key}", f"{port} is not a port number (1-65535)")
     if s.asterisk.rtp_start >= s.asterisk.rtp_end:
         raise SettingsError("asterisk.rtp_end", "must be greater than asterisk.rtp_start")
+    if s.ari.orphan_seconds <= 0:
+        raise SettingsError("ari.orphan_seconds", "must be more than 0 seconds")
+    if s.trunk.max_calls_per_second < 1:
+        raise SettingsError("trunk.max_calls_per_second", "must be 1 or more")
+    if s.trunk.max_calls < 0:
+        raise SettingsError("trunk.max_calls", "must be 0 (four per operator line) or more")
+    needed, have = rtp_ports_needed(s), s.asterisk.rtp_end - s.asterisk.rtp_start + 1
+    if have < needed:
+        raise SettingsError(
+            "asterisk.rtp_end", f"the RTP range {s.asterisk.rtp_start}-{s.asterisk.rtp_end} "
+            f"has {have} ports; {needed} are needed for {trunk_calls(s)} trunk calls, "
+            f"{sum(svc.lines for svc in s.services)} operator lines and {len(s.kiosks)} "
+            "kiosks (two per channel). Widen the range or lower trunk.max_calls")
     if not s.redis.url.startswith(("redis://", "rediss://", "unix://")):
         raise SettingsError("redis.url", f"{s.redis.url!r} is not a redis:// URL")
+
+
+def trunk_calls(s: Settings) -> int:
+    """How many calls the trunk may have at once; one more is refused unanswered (503)."""
+    if s.trunk.max_calls:
+        return s.trunk.max_calls
+    lines = sum(svc.lines for svc in s.services if svc.channel == "phone")
+    return max(20, 4 * lines)
+
+
+def rtp_ports_needed(s: Settings) -> int:
+    """RTP and RTCP ports (two per channel) for every trunk call, two legs per operator
+    line (the operator and a staff member after a transfer) and two per kiosk (its
+    audio and a transfer's)."""
+    lines = sum(svc.lines for svc in s.services)
+    return 2 * (trunk_calls(s) + 2 * lines + 2 * len(s.kiosks))
 
 
 def _validate_service(at: str, svc: Service, tenants: set[str]) -> None:

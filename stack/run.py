@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
+import subprocess  # nosec B404 # starts the system's own processes, fixed argv
 import sys
 import time
 import urllib.error
@@ -84,7 +84,7 @@ class Child:
 
     def start(self) -> None:
         fh = self.log.open("ab")
-        self.popen = subprocess.Popen([sys.executable, *self.args], cwd=PROJECT_ROOT,
+        self.popen = subprocess.Popen([sys.executable, *self.args], cwd=PROJECT_ROOT,  # nosec B603 # own interpreter and argv
                                       env=self.env, stdout=fh, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL)
         fh.close()
@@ -112,8 +112,23 @@ def _raise_stop(_signum: int, _frame: object) -> None:
     raise Stop
 
 
+def redis_data_dir(settings: Settings) -> Path:
+    """The private Redis's folder: its append-only file lives there."""
+    return settings.data_dir / "redis"
+
+
+def redis_command(binary: str, port: int, datadir: Path, logfile: Path) -> list[str]:
+    """The private redis-server: loopback only, every write in the append-only file
+    (fsync once a second), so that sessions, live state and the rq queues survive a
+    restart or a crash of Redis; no RDB snapshots beside it."""
+    return [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(datadir),
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+            "--logfile", str(logfile)]
+
+
 def ensure_redis(settings: Settings, logdir: Path) -> subprocess.Popen[bytes] | None:
-    """Use the configured Redis; start a private one if it is local and not running."""
+    """Use the configured Redis; start a private one if it is local and not running
+    (``redis_command``, its data in ``redis_data_dir``)."""
     client = redis.Redis.from_url(settings.redis.url, socket_connect_timeout=2)
     try:
         client.ping()
@@ -130,11 +145,11 @@ def ensure_redis(settings: Settings, logdir: Path) -> subprocess.Popen[bytes] | 
     if binary is None:
         raise SystemExit("redis-server is not installed: run `make setup`")
     port = url.port or 6379
-    logger.info("starting redis-server on 127.0.0.1:%d", port)
-    proc = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(settings.data_dir),
-         "--save", "60 1", "--appendonly", "no", "--logfile", str(logdir / "redis.log")],
-        stdin=subprocess.DEVNULL)
+    datadir = redis_data_dir(settings)
+    datadir.mkdir(parents=True, exist_ok=True)
+    logger.info("starting redis-server on 127.0.0.1:%d (data in %s)", port, datadir)
+    proc = subprocess.Popen(  # nosec B603 # redis-server resolved by shutil.which, no shell
+        redis_command(binary, port, datadir, logdir / "redis.log"), stdin=subprocess.DEVNULL)
     client = redis.Redis.from_url(settings.redis.url)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -162,7 +177,7 @@ def not_ready(settings: Settings, client: redis.Redis, engine: Engine) -> list[s
            if name not in health or health[name].state == DOWN]
     url = f"http://{settings.web.bind}:{settings.web.port}/health.json"
     try:
-        urllib.request.urlopen(url, timeout=2).close()  # noqa: S310 - our own loopback URL
+        urllib.request.urlopen(url, timeout=2).close()  # nosec B310 # own http URL on loopback
     except urllib.error.HTTPError:
         pass  # it answers (503 while a part is down: listed above)
     except OSError as exc:
@@ -192,7 +207,7 @@ def wait_ready(settings: Settings, tick: Callable[[], None],
 def seed_first_run(env: Mapping[str, str]) -> str:
     """Development's first start: a user for each role (``web.cli seed-dev --first-run``,
     which does nothing once there are users); what it printed, for the banner."""
-    proc = subprocess.run([sys.executable, "-m", "web.cli", "seed-dev", "--first-run"],
+    proc = subprocess.run([sys.executable, "-m", "web.cli", "seed-dev", "--first-run"],  # nosec B603 # own interpreter and argv
                           env=dict(env), cwd=PROJECT_ROOT, capture_output=True, text=True,
                           timeout=120, check=False)
     if proc.returncode != 0:
@@ -288,7 +303,7 @@ class System:
     def check_children(self) -> None:
         now = time.monotonic()
         for child in self.children:
-            assert child.popen is not None
+            assert child.popen is not None  # nosec B101 # type narrowing, not a check
             code = child.popen.poll()
             if code is None:
                 if now - child.started_at > 60:

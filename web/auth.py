@@ -1,9 +1,12 @@
 """Log-in, log-out, second factor (TOTP), own password and account page.
 
 Log-in: user name and password (argon2); then, when enrolled, a 6-digit TOTP code.
-Failed attempts count per account (lock-out after ``web.lockout_attempts`` for
-``web.lockout_minutes``) and per client address (throttle); messages never say whether
-the user name exists. A successful log-in gets a fresh session id.
+Failed attempts are throttled per client address and per user name with a growing
+back-off (``accounts.LoginThrottle``): a computer that has not failed itself is never
+refused because of others' failures, and one that keeps failing waits whatever names it
+tries. An unknown name and a known one with a wrong password get the same answer (status,
+page, hashing work, database and Redis round trips), and so do their throttled attempts.
+A successful log-in gets a fresh session id.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
+from sqlalchemy import update
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from common import audit
@@ -37,7 +41,6 @@ from web.views import tenant_name
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
 PENDING_SECONDS = 300
-THROTTLE_FACTOR = 4
 
 Page = str | tuple[str, int] | WerkzeugResponse
 
@@ -54,43 +57,83 @@ def hasher() -> accounts.PasswordHasher:
     return found
 
 
-# -- throttling per client address ---------------------------------------------------
-def _throttle_key() -> str:
-    return f"{resources().keys.prefix}:login_fail:ip:{remote_addr() or 'unknown'}"
+def _session() -> RedisSession:
+    if not isinstance(session, RedisSession):
+        raise RuntimeError("web.sessions is not installed on this app")
+    return session
 
 
-def _throttled() -> bool:
-    count = resources().redis.get(_throttle_key())
-    limit = policy().lockout_attempts * THROTTLE_FACTOR
-    return count is not None and int(count) >= limit
+def _signed_in() -> User:
+    user = current_user()
+    if user is None:
+        raise RuntimeError("login_required did not run")
+    return user
 
 
-def _count_failure() -> None:
-    pipe = resources().redis.pipeline()
-    pipe.incr(_throttle_key())
-    pipe.expire(_throttle_key(), policy().lockout_minutes * 60)
-    pipe.execute()
+# -- throttling (accounts.LoginThrottle) ---------------------------------------------
+def throttle() -> accounts.LoginThrottle:
+    res = resources()
+    return accounts.LoginThrottle(res.redis, res.keys.prefix, policy(),
+                                  get_settings().web.secret_key)
 
 
-def _fail(user: User | None, action: str, reason: str) -> None:
-    """Count a failed attempt against the account and the address; audit it."""
-    locked = False
-    if user is not None:
-        locked = accounts.register_failure(user, policy())
-        get_db().commit()
-    _count_failure()
-    audit_event(action, outcome=audit.FAILED, reason="locked_now" if locked else reason,
-                user=user, object_type="user" if user else "",
-                object_id=user.id if user else "")
+def _lock_held(user: User | None) -> bool:
+    """False once the account's lock has been cleared in the database (an administrator's
+    unlock or password reset); a name without an account has only its Redis count."""
+    return user is None or user.locked_until is not None
+
+
+def _refused(username: str, user: User | None) -> accounts.Refusal | None:
+    gate = throttle()
+    return gate.refusal(gate.state(remote_addr(), username), account_lock_held=_lock_held(user))
+
+
+def _refusal_reason(refusal: accounts.Refusal, user: User | None) -> str:
+    return "locked" if refusal.scope == "account" and user is not None else "throttled"
+
+
+def _fail(username: str, user: User | None, action: str, reason: str) -> None:
+    """Count a failed attempt against the address and the name; keep the count and the
+    lock on the account (the same statement whether or not it exists); audit it, never
+    with the password, nor with the name when it has no account."""
+    gate = throttle()
+    addr = remote_addr()
+    state = gate.state(addr, username)
+    cleared = (user is not None and user.locked_until is None
+               and state.name_failures >= gate.policy.lockout_attempts)
+    failures, until = gate.failure(addr, username, forget_name=cleared)
+    if until is not None and failures == gate.policy.lockout_attempts and user is not None:
+        reason = "locked_now"
+    values: dict[str, Any] = {"failed_logins": failures}
+    if until is not None:
+        values["locked_until"] = until
+    db = get_db()
+    try:
+        db.execute(update(User).where(User.username == username.strip().lower())
+                   .values(**values))
+        audit.record(db, actor(user), action, outcome=audit.FAILED, reason=reason,
+                     object_type="user" if user else "", object_id=user.id if user else "")
+        db.commit()
+    except Exception:  # noqa: BLE001 - a refusal must not become a 500
+        db.rollback()
+        current_app.logger.exception("could not record the failed attempt (%s)", action)
+
+
+def _throttled_page(username: str, next_url: str | None,
+                    refusal: accounts.Refusal) -> tuple[str, int, dict[str, str]]:
+    page = render_template("auth/login.html", username=username, next=next_url,
+                           errors={"form": _("Too many failed attempts from this "
+                                             "computer. Please wait and try again.")})
+    return page, 429, {"Retry-After": str(refusal.retry_after)}
 
 
 def _complete_login(user: User, next_url: str | None) -> WerkzeugResponse:
+    throttle().success(remote_addr(), user.username)
     accounts.register_success(user)
     get_db().commit()
     lang = session.get("lang")
     session.clear()
-    assert isinstance(session, RedisSession)
-    session.regenerate()
+    _session().regenerate()
     session["uid"] = user.id
     session["ip"] = remote_addr()
     if lang:
@@ -104,7 +147,7 @@ def _complete_login(user: User, next_url: str | None) -> WerkzeugResponse:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> Page:
+def login() -> Page | tuple[str, int, dict[str, str]]:
     if getattr(session, "unavailable", False):
         return render_template("errors/error.html", code=503,
                                message=_("The service is temporarily unavailable. "
@@ -128,30 +171,20 @@ def login() -> Page:
         return render_template("auth/login.html", errors=errors, username=username[:64],
                                next=next_url), 400
 
-    if _throttled():
-        audit_event("auth.login", outcome=audit.DENIED, reason="throttled")
-        return render_template("auth/login.html", username=username, next=next_url,
-                               errors={"form": _("Too many failed attempts from this "
-                                                 "computer. Please wait and try again.")}), 429
     db = get_db()
     user = accounts.find_user(db, username)
-    if user is not None and user.locked(accounts.now_utc()):
-        accounts.check_password(None, password, hasher())  # same work as a real check
-        _count_failure()
-        audit_event("auth.login", outcome=audit.DENIED, reason="locked", user=user,
-                    object_type="user", object_id=user.id)
-        return render_template("auth/login.html", username=username, next=next_url,
-                               errors={"form": _("This account is locked for a while after "
-                                                 "too many failed attempts. Please try "
-                                                 "again later or ask an administrator.")}), 403
+    refusal = _refused(username, user)
+    if refusal is not None:
+        # no password check at all: cheap, and the same for every name
+        audit_event("auth.login", outcome=audit.DENIED, reason=_refusal_reason(refusal, user),
+                    user=user, object_type="user" if user else "",
+                    object_id=user.id if user else "")
+        return _throttled_page(username, next_url, refusal)
     ok = accounts.check_password(user, password, hasher())
     if user is None or not ok or not user.active:
-        if user is None or not ok:
-            _fail(user, "auth.login", "unknown_user" if user is None else "bad_password")
-        else:
-            _count_failure()
-            audit_event("auth.login", outcome=audit.DENIED, reason="disabled", user=user,
-                        object_type="user", object_id=user.id)
+        reason = ("unknown_user" if user is None else "bad_password" if not ok
+                  else "disabled")
+        _fail(username, user, "auth.login", reason)
         return render_template("auth/login.html", username=username, next=next_url,
                                errors={"form": _("The user name or password is not "
                                                  "correct.")}), 401
@@ -159,8 +192,7 @@ def login() -> Page:
     if user.totp_enabled:
         lang = session.get("lang")
         session.clear()
-        assert isinstance(session, RedisSession)
-        session.regenerate()
+        _session().regenerate()
         session["pending_uid"] = user.id
         session["pending_at"] = time.time()
         if next_url:
@@ -200,21 +232,22 @@ def totp() -> Page:
     if not code:
         return render_template("auth/totp.html",
                                errors={"code": _("Enter the 6-digit code.")}), 400
-    if user.locked(accounts.now_utc()):
+    refusal = _refused(user.username, user)
+    if refusal is not None:
         session.clear()
-        audit_event("auth.totp", outcome=audit.DENIED, reason="locked", user=user,
-                    object_type="user", object_id=user.id)
-        flash(_("This account is locked for a while after too many failed attempts. "
-                "Please try again later or ask an administrator."), "error")
+        audit_event("auth.totp", outcome=audit.DENIED, reason=_refusal_reason(refusal, user),
+                    user=user, object_type="user", object_id=user.id)
+        flash(_("Too many failed attempts from this computer. Please wait and try again."),
+              "error")
         return redirect(url_for("auth.login"))
-    assert user.totp_secret is not None
-    step = accounts.totp_step(user.totp_secret, code, user.totp_last_step)
+    secret = user.totp_secret or ""  # _pending_user: enrolled
+    step = accounts.totp_step(secret, code, user.totp_last_step)
     if step is None:
-        _fail(user, "auth.totp", "bad_code")
-        if user.locked(accounts.now_utc()):
+        _fail(user.username, user, "auth.totp", "bad_code")
+        if _refused(user.username, user) is not None:
             session.clear()
-            flash(_("This account is locked for a while after too many failed attempts. "
-                    "Please try again later or ask an administrator."), "error")
+            flash(_("Too many failed attempts from this computer. Please wait and try "
+                    "again."), "error")
             return redirect(url_for("auth.login"))
         return render_template("auth/totp.html",
                                errors={"code": _("The code is not correct. Enter the "
@@ -244,8 +277,7 @@ def logout() -> WerkzeugResponse:
 @bp.get("/account")
 @login_required
 def account() -> str:
-    user = current_user()
-    assert user is not None
+    user = _signed_in()
     return render_template("auth/account.html", user=user,
                            role_labels=accounts.ROLE_LABELS)
 
@@ -258,8 +290,7 @@ def _password_page(errors: dict[str, str], status: int = 200) -> tuple[str, int]
 @bp.route("/password", methods=["GET", "POST"])
 @login_required
 def password() -> Page:
-    user = current_user()
-    assert user is not None
+    user = _signed_in()
     if request.method == "GET":
         return _password_page({})
     current = secret_field("current_password")
@@ -280,15 +311,20 @@ def password() -> Page:
             errors["new_password"] = _("The new password must differ from the current one.")
     if errors:
         return _password_page(errors, 400)
+    if _refused(user.username, user) is not None:
+        audit_event("auth.password_change", outcome=audit.DENIED, reason="throttled",
+                    object_type="user", object_id=user.id)
+        return _password_page({"current_password": _("Too many attempts. Please wait and "
+                                                     "try again.")}, 429)
     if not accounts.check_password(user, current, hasher()):
-        _fail(user, "auth.password_change", "bad_password")
+        _fail(user.username, user, "auth.password_change", "bad_password")
         return _password_page({"current_password": _("The current password is not correct.")},
                               400)
     accounts.set_password(user, new, hasher(), must_change=False)
     get_db().commit()
-    assert isinstance(session, RedisSession)
-    interface(current_app).end_user_sessions(user.id, keep={session.sid or ""})
-    session.regenerate()
+    own = _session()
+    interface(current_app).end_user_sessions(user.id, keep={own.sid or ""})
+    own.regenerate()
     audit_event("auth.password_change", object_type="user", object_id=user.id)
     flash(_("Your password has been changed."), "success")
     return redirect(url_for("auth.account"))
@@ -301,8 +337,7 @@ def _group(secret: str) -> str:
 @bp.route("/totp/setup", methods=["GET", "POST"])
 @login_required
 def totp_setup() -> Page:
-    user = current_user()
-    assert user is not None
+    user = _signed_in()
     if user.totp_enabled:
         flash(_("Two-step verification is already on."), "warning")
         return redirect(url_for("auth.account"))
@@ -336,14 +371,19 @@ def totp_setup() -> Page:
 @bp.post("/totp/disable")
 @login_required
 def totp_disable() -> Page:
-    user = current_user()
-    assert user is not None
+    user = _signed_in()
     password_given = secret_field("password")
     if not user.totp_enabled:
         return redirect(url_for("auth.account"))
+    if password_given and _refused(user.username, user) is not None:
+        audit_event("auth.totp_disable", outcome=audit.DENIED, reason="throttled",
+                    object_type="user", object_id=user.id)
+        flash(_("Too many attempts. Please wait and try again."), "error")
+        return render_template("auth/account.html", user=user,
+                               role_labels=accounts.ROLE_LABELS), 429
     if not password_given or not accounts.check_password(user, password_given, hasher()):
         if password_given:
-            _fail(user, "auth.totp_disable", "bad_password")
+            _fail(user.username, user, "auth.totp_disable", "bad_password")
         flash(_("The password is not correct. Two-step verification stays on."), "error")
         return render_template("auth/account.html", user=user,
                                role_labels=accounts.ROLE_LABELS), 400

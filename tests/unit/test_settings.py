@@ -90,3 +90,31 @@ def test_environment_round_trip(tmp_path: Path) -> None:
                        "MADOGUCHI_KIOSK_BRIDGE__ICE_SERVERS": "stun:127.0.0.1:3478"})
     assert s.kiosk_bridge.ice_servers == ("stun:127.0.0.1:3478",)
     assert load_settings(to_environ(s)) == s
+
+
+def test_the_rtp_range_must_hold_every_call_the_trunk_may_carry(tmp_path: Path) -> None:
+    from common.settings import rtp_ports_needed, trunk_calls
+
+    env = {"MADOGUCHI_SITE__DATA_DIR": str(tmp_path)}
+    s = load_settings(env)
+    assert trunk_calls(s) == 28  # four per operator line of the citizens' 7 lines
+    assert s.asterisk.rtp_end - s.asterisk.rtp_start + 1 >= rtp_ports_needed(s)
+    with pytest.raises(SettingsError, match=r"has 100 ports; \d+ are needed for 28 trunk"):
+        load_settings(env | {"MADOGUCHI_ASTERISK__RTP_END": str(s.asterisk.rtp_start + 99)})
+    assert trunk_calls(load_settings(env | {"MADOGUCHI_TRUNK__MAX_CALLS": "5"})) == 5
+    with pytest.raises(SettingsError, match="trunk.max_calls"):
+        load_settings(env | {"MADOGUCHI_TRUNK__MAX_CALLS": "-1"})
+
+
+def test_the_trunk_is_identified_by_its_address_only(tmp_path: Path) -> None:
+    from stack.render import InstancePaths, render
+
+    s = load_settings({"MADOGUCHI_SITE__DATA_DIR": str(tmp_path)})
+    render(s, tmp_path / "etc", InstancePaths("/srv/x", "/m"))
+    pjsip = (tmp_path / "etc" / "pjsip.conf").read_text()
+    trunk = pjsip.split(f"[{s.trunk.name}]\ntype=endpoint")[1].split("\n\n")[0]
+    assert "identify_by=ip\n" in trunk
+    assert "identify_by=username,auth_username" in pjsip.split("[phone-tpl](!)")[1]
+    ext = (tmp_path / "etc" / "extensions.conf").read_text()
+    assert "GROUP_COUNT(trunk@mado)} > 28]" in ext and "PJSIPHangup(503)" in ext
+    assert ext.count("Gosub(mado-screen,s,1)") == 1 + sum(len(v.dids) for v in s.services)

@@ -73,16 +73,19 @@ def test_empty_login_form_gives_japanese_errors(client: FlaskClient) -> None:
     assert 'aria-invalid="true"' in page
 
 
-def test_lockout_after_repeated_failures(app: Flask, client: FlaskClient,
-                                         make_user: MakeUser) -> None:
+def test_failures_hold_off_only_the_computer_that_failed(app: Flask, client: FlaskClient,
+                                                        make_user: MakeUser) -> None:
     make_user("taro")
     for _ in range(5):
         assert login(client, "taro", "wrong-password-123").status_code == 401
-    resp = login(client, "taro")  # the right password, but locked
-    assert resp.status_code == 403
-    assert "ロック" in resp.get_data(as_text=True)
+    resp = login(client, "taro")  # the right password, from the computer that failed
+    assert resp.status_code == 429
+    assert "失敗が多すぎます" in resp.get_data(as_text=True)
+    usual = app.test_client()
+    usual.environ_base["REMOTE_ADDR"] = "10.20.30.40"
+    assert login(usual, "taro").headers["Location"] == "/"  # the usual computer: never
     reasons = [r.reason for r in audit_rows(app, action="auth.login")]
-    assert reasons[-2:] == ["locked_now", "locked"]
+    assert reasons[-3:] == ["locked_now", "locked", ""]
 
 
 def test_throttle_per_address(client: FlaskClient) -> None:
@@ -220,7 +223,7 @@ def test_totp_page_without_pending_login(client: FlaskClient) -> None:
     assert resp.status_code == 302 and resp.headers["Location"] == "/auth/login"
 
 
-def test_totp_lockout(app: Flask, make_user: MakeUser) -> None:
+def test_totp_failures_hold_off_that_computer(app: Flask, make_user: MakeUser) -> None:
     make_user("taro")
     client = app.test_client()
     login(client, "taro")
@@ -233,7 +236,10 @@ def test_totp_lockout(app: Flask, make_user: MakeUser) -> None:
                           ).status_code in (401, 302)
     resp = fresh.post("/auth/totp", data={"code": "000002", "csrf_token": token})
     assert resp.status_code == 302 and resp.headers["Location"] == "/auth/login"
-    assert login(app.test_client(), "taro").status_code == 403
+    assert login(app.test_client(), "taro").status_code == 429  # this computer failed
+    elsewhere = app.test_client()
+    elsewhere.environ_base["REMOTE_ADDR"] = "10.20.30.40"
+    assert login(elsewhere, "taro").headers["Location"] == "/auth/totp"
 
 
 def test_production_hasher_is_argon2id(app: Flask) -> None:
