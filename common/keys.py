@@ -35,6 +35,12 @@ class Keys:
     def health_pattern(self, component: str = "*") -> str:
         return f"{self.prefix}:health:{component}:*"
 
+    def health_seen(self, component: str) -> str:
+        """Sorted set instance -> time of its last heartbeat, kept after the hash expires
+        (an instance that stops cleanly leaves it): since when a silent one is silent.
+        Outside ``health_pattern`` on purpose: it is not a heartbeat hash."""
+        return f"{self.prefix}:health-seen:{component}"
+
     def call(self, call_id: str) -> str:
         """Hash with the live state of one call."""
         return f"{self.prefix}:call:{call_id}"

@@ -13,6 +13,7 @@ import redis
 from rq import Queue, Worker
 from rq.cron import CronScheduler
 
+from common.health import rq_beat_seconds
 from common.process import start_process
 from common.settings import Settings
 from reports import jobs
@@ -20,8 +21,32 @@ from reports import jobs
 logger = logging.getLogger(__name__)
 
 
+class BeatingWorker(Worker):
+    """An rq worker that beats every ``beat_seconds`` (the health page's view of it,
+    common.health): rq beats once per dequeue timeout, 405 s by default, so a killed
+    worker would look alive for minutes. During a job the worker beats every
+    ``job_monitoring_interval``, which ``main`` sets to the same."""
+
+    beat_seconds = 2
+
+    @property
+    def dequeue_timeout(self) -> int:
+        return self.beat_seconds
+
+
+class BeatingCron(CronScheduler):
+    """An rq cron scheduler that beats (its registry score) at least every
+    ``beat_seconds``: rq's sleeps until the next job, up to 60 s, between beats."""
+
+    beat_seconds = 2
+
+    def calculate_sleep_interval(self) -> float:
+        return float(min(super().calculate_sleep_interval(), self.beat_seconds))
+
+
 def build_cron(settings: Settings, connection: redis.Redis) -> CronScheduler:
-    cron = CronScheduler(connection=connection)
+    cron = BeatingCron(connection=connection)
+    cron.beat_seconds = rq_beat_seconds(settings.ari.heartbeat_interval)
     cron.register(jobs.health_rollup, "default",
                   interval=settings.worker.health_rollup_interval, name="health_rollup")
     # The previous month's report, early on the 1st (cron fields are the host's local time).
@@ -55,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("unknown mode %r: use 'worker' or 'cron'", mode)
         return 2
     queues = [Queue(name, connection=connection) for name in settings.worker.queues]
-    Worker(queues, connection=connection).work(with_scheduler=False)
+    beat = rq_beat_seconds(settings.ari.heartbeat_interval)
+    worker = BeatingWorker(queues, connection=connection, job_monitoring_interval=beat)
+    worker.beat_seconds = beat
+    worker.work(with_scheduler=False)
     return 0
 
 

@@ -29,6 +29,7 @@ LABELS = {
     "asterisk": _l("Telephone system (Asterisk)"),
     "ari": _l("Call control interface (ARI)"),
     "ami": _l("Queue management interface (AMI)"),
+    "rtp": _l("Call audio ports (RTP)"),
     "ari_app": _l("Call controller"),
     "redis": _l("Live data store (Redis)"),
     "database": _l("Database"),

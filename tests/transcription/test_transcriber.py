@@ -53,8 +53,9 @@ def procs(tmp_path: Path) -> Iterator[Processes]:
 def heartbeat(settings: Settings) -> dict[str, str]:
     client = redis.Redis.from_url(settings.redis.url, decode_responses=True)
     try:
-        beats = read_heartbeats(client, Keys(settings.redis.prefix), COMPONENT)
-        return beats[0] if beats else {}
+        beats = read_heartbeats(client, Keys(settings.redis.prefix), COMPONENT,
+                                settings.ari.heartbeat_interval)
+        return beats.latest() if beats.live else {}
     finally:
         client.close()
 

@@ -169,6 +169,7 @@ def make_everything_healthy(settings: Settings) -> None:
     write_heartbeat(client, keys, "ari_app", "test", {
         "asterisk": "up", "asterisk_detail": "Asterisk 22",
         "ari": "up", "ari_detail": "connected", "ami": "up", "ami_detail": "connected",
+        "rtp_in_use": "4", "rtp_ports": "10000",
     }, ttl=60)
     write_heartbeat(client, keys, "kiosk_bridge", "test", {"peers": "0"}, ttl=60)
     write_heartbeat(client, keys, "transcriber", "test", {

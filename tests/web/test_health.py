@@ -289,3 +289,25 @@ def test_kiosk_bridge_not_running_with_kiosks_is_a_failure(client: FlaskClient,
     assert resp.status_code == 503
     assert resp.get_json()["components"]["kiosk_bridge"] == {
         "ok": False, "state": "down", "detail": "not running (no heartbeat)"}
+
+
+@pytest.mark.filterwarnings(RQ_STATE_DEPRECATION)
+def test_rtp_ports_running_out_are_an_alarm(client: FlaskClient, settings: Settings) -> None:
+    make_everything_healthy(settings)
+    body = client.get("/health.json").get_json()
+    assert body["components"]["rtp"] == {"ok": True, "state": "ok",
+                                         "detail": "4 of 10000 ports in use (0 %)"}
+    rds = redis.Redis.from_url(settings.redis.url)
+    beat = {"asterisk": "up", "ari": "up", "ami": "up", "rtp_in_use": "8400",
+            "rtp_ports": "10000"}
+    write_heartbeat(rds, Keys(settings.redis.prefix), "ari_app", "test", beat, ttl=60)
+    resp = client.get("/health.json")
+    rtp = resp.get_json()["components"]["rtp"]
+    assert resp.status_code == 503 and rtp["state"] == "down"
+    assert rtp["detail"].startswith("8400 of 10000 ports in use (84 %): running out")
+    # not counted yet (ARI not connected since ari_app started): unknown, not fine
+    write_heartbeat(rds, Keys(settings.redis.prefix), "ari_app", "test",
+                    {"asterisk": "up", "ari": "down", "ami": "up"}, ttl=60)
+    assert client.get("/health.json").get_json()["components"]["rtp"]["detail"].startswith(
+        "unknown: not counted yet")
+    rds.close()

@@ -32,7 +32,7 @@ from web.db import resources
 
 #: Words written in Latin letters in Japanese city documents and screens.
 ALLOWED = {
-    "FAQ", "KPI", "KPIs", "PDF", "CSV", "Excel", "SIP", "PIN", "ID", "URL", "IP", "OK",
+    "FAQ", "KPI", "KPIs", "PDF", "CSV", "Excel", "SIP", "RTP", "PIN", "ID", "URL", "IP", "OK",
     "Wi-Fi", "WebRTC", "Web", "TOTP", "SLA", "Asterisk", "ARI", "AMI", "Redis", "rq",
     "Vosk", "PostgreSQL", "SQLite", "PC", "PC/SC", "pcscd", "USB", "QR", "A4", "JSON",
     "Madoguchi", "English", "Erlang", "AHT", "ASA", "FCR", "CSAT", "HTML", "BOM",
