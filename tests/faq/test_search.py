@@ -3,7 +3,9 @@ highlighting, and the index rebuilt by the real rq job from published items."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -127,15 +129,27 @@ def test_publish_queues_reindex_job_and_searchers_pick_it_up(
 
 
 def test_search_serves_old_index_until_new_generation_loaded(
-        redis_url: str, encoder: Encoder) -> None:
+        redis_url: str, encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
     client = redis.Redis.from_url(redis_url)
     store.build_and_store(client, ITEMS[:1], encoder)
     searcher = store.FaqSearch(client, encoder, check_interval=0.0)
     searcher.refresh(wait=True)
     first = searcher.generation
+    before = [r.item_id for r in searcher.suggest("暗証番号", tenant="city")]
     gen2, _ = store.build_and_store(client, ITEMS, encoder)  # e.g. by the job on a worker
+    # the background reload is held until the search below has answered
+    release = threading.Event()
+    real_load = store.load_index
+
+    def held_load(*args: Any, **kwargs: Any) -> SearchIndex | None:
+        assert release.wait(30), "the reload was never released"
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(store, "load_index", held_load)
     # the next search answers at once from what it has, and starts a background reload
-    assert [r.item_id for r in searcher.suggest("暗証番号", tenant="city")] in ([], [2])
+    assert [r.item_id for r in searcher.suggest("暗証番号", tenant="city")] == before
+    assert searcher.generation == first
+    release.set()
     searcher.wait_loaded(30)
     assert searcher.generation == gen2 != first
     assert searcher.suggest("暗証番号 忘れた", tenant="city")[0].item_id == 2
