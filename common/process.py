@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from common.logging_ import set_level, setup_logging
 from common.settings import CONFIG_FILE_VAR, Settings, SettingsError, load_settings
@@ -63,3 +64,26 @@ async def _serve(settings: Settings, serve: Serve) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     return await serve(settings, stop)
+
+
+async def cancel_tasks(tasks: list[asyncio.Task[Any]], timeout: float = 5.0) -> None:
+    """Cancel ``tasks`` and wait until they have ended, cancelling again those that go on.
+
+    A cancellation can be lost inside a library: on Python 3.11 an ``asyncio.timeout``
+    that expires as the cancellation arrives turns it into a ``TimeoutError`` (redis-py
+    raises it as its own), and a loop that retries Redis errors then runs on, so one
+    ``cancel()`` and ``gather`` could wait for ever. Tasks still running after
+    ``timeout`` seconds are logged and left.
+    """
+    pending = {task for task in tasks if not task.done()}
+    deadline = asyncio.get_running_loop().time() + timeout
+    while pending:
+        for task in pending:
+            task.cancel()
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            logging.getLogger(__name__).error(
+                "tasks still running after %g s of cancelling: %s", timeout,
+                ", ".join(sorted(task.get_name() for task in pending)))
+            return
+        _done, pending = await asyncio.wait(pending, timeout=min(0.5, left))

@@ -42,6 +42,7 @@ from common.kiosk import (
     KioskStart,
     purge_session,
 )
+from common.process import cancel_tasks
 from common.settings import Settings
 from kiosk_bridge.media import AsteriskAudioTrack, KioskAudioPump, ProxyVideoTrack, RtpLeg
 
@@ -114,9 +115,7 @@ class Bridge:
                  asyncio.create_task(self._events(), name="events"),
                  asyncio.create_task(self.heartbeat.run(stop), name="heartbeat")]
         await stop.wait()
-        for task in loops:
-            task.cancel()
-        await asyncio.gather(*loops, return_exceptions=True)
+        await cancel_tasks(loops)
         await self.shutdown()
 
     async def _requests(self) -> None:

@@ -31,6 +31,7 @@ from common.health import Heartbeat
 from common.keys import Keys
 from common.masking import join_japanese_words, mask_personal_data
 from common.models.transcripts import TranscriptSegment
+from common.process import cancel_tasks
 from common.settings import Settings
 from common.transcription import (
     COMPONENT,
@@ -189,9 +190,7 @@ class TranscriberService:
             await asyncio.to_thread(self.engine.shutdown)
         await self._drain()
         await self.suggester.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_tasks(self._tasks)
         await self._save_batch()
         try:
             await self.redis.delete(self.keys.health(COMPONENT, self.instance))
@@ -276,7 +275,7 @@ class TranscriberService:
 
     def _close(self, stream: Stream, why: str) -> None:
         self.streams.pop(stream.key, None)
-        assert self.engine is not None
+        assert self.engine is not None  # nosec B101 # type narrowing, not a check
         self.engine.close(stream)
         logger.info("%s: %s stream %s ended (%s; %d packets, %.1f s of speech)",
                     stream.info.call_id, stream.info.speaker, stream.key, why, stream.packets,
@@ -317,7 +316,7 @@ class TranscriberService:
     # ----------------------------------------------------------------- output
 
     def _segment_from_thread(self, stream: Stream, segment: Segment) -> None:
-        assert self._loop is not None
+        assert self._loop is not None  # nosec B101 # type narrowing, not a check
         self._loop.call_soon_threadsafe(self._out.put_nowait, (stream, segment))
 
     async def _drain(self) -> None:

@@ -493,5 +493,13 @@ class ThreadedController:
     def stop(self) -> None:
         if self.controller is not None and self.thread.is_alive():
             self.loop.call_soon_threadsafe(self.controller.request_stop)
-        self.thread.join(15)
+        self.thread.join(20)
+        if self.thread.is_alive():  # say what it is stuck in, not "cannot close"
+            import asyncio
+            import io
+
+            stacks = io.StringIO()
+            for task in asyncio.all_tasks(self.loop):
+                task.print_stack(file=stacks)
+            raise AssertionError(f"the in-test controller did not stop:\n{stacks.getvalue()}")
         self.loop.close()

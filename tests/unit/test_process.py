@@ -4,11 +4,16 @@ ends it with 2, before the process body runs."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from common.process import cancel_tasks
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,3 +62,53 @@ def test_a_settings_error_is_logged_with_the_key_and_exits_2(tmp_path: Path) -> 
     assert proc.returncode == 2
     assert out == ""  # the body never ran
     assert "probe ERROR" in err and f"{missing} does not exist" in err, err
+
+
+def test_cancel_tasks_ends_a_task_that_lost_its_first_cancellation() -> None:
+    """As a redis-py call on Python 3.11 can: the cancellation becomes a timeout that a
+    retry loop handles, and the loop goes on; a second cancellation ends it."""
+    swallowed = []
+
+    async def retrying() -> None:
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed.append(True)  # taken for a timeout: retry
+
+    async def main() -> asyncio.Task[None]:
+        task = asyncio.create_task(retrying(), name="retrying")
+        await asyncio.sleep(0)
+        await cancel_tasks([task], timeout=5)
+        return task
+
+    task = asyncio.run(main())
+    assert task.cancelled() and swallowed == [True]
+
+
+
+def test_cancel_tasks_gives_up_after_its_time_and_names_what_runs_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> bool:
+        release = asyncio.Event()
+
+        async def stubborn() -> None:
+            while not release.is_set():
+                try:
+                    await asyncio.sleep(10)
+                except asyncio.CancelledError:
+                    continue
+
+        task = asyncio.create_task(stubborn(), name="stubborn")
+        await asyncio.sleep(0)
+        await cancel_tasks([task], timeout=0.3)
+        running = not task.done()
+        release.set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return running
+
+    assert asyncio.run(main())
+    assert "tasks still running after 0.3 s of cancelling: stubborn" in caplog.text
