@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from ari_app.ami import AmiConnection
 from ari_app.ari_ import AriClient
 from ari_app.callbacks import CallbackService, callback_of_channel
+from ari_app.channels import ChannelLister
 from ari_app.commands import CommandConsumer
 from ari_app.exceptions import AriError, AriUnavailable, CommandError
 from ari_app.kiosk import KioskService
@@ -37,6 +38,7 @@ from common.events import ComponentState
 from common.health import Heartbeat
 from common.keys import Keys
 from common.kiosk import KioskEnd, KioskStart
+from common.process import cancel_tasks
 from common.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -103,6 +105,8 @@ class Controller:
                                    settings.ari.heartbeat_interval, self._health_fields)
         self.ari.on_connect.append(self.resync)
         self.ari.on_disconnect.append(self._ari_down)
+        self.lister = ChannelLister(self.ari, self.ami, ast.ari_app, settings.ari.orphan_seconds)
+        self._synced = False  # a resync finished since ARI last connected
         # the health page sees ARI and AMI come and go when it happens
         self.ari.on_connect.append(self._health_changed)
         self.ami.on_login.append(self.heartbeat.changed)
@@ -122,6 +126,7 @@ class Controller:
             asyncio.create_task(self.callbacks.run_due(), name="callbacks"),
             asyncio.create_task(self.transcription.retry_waiting(),
                                 name="transcription-retry"),
+            asyncio.create_task(self._sweep_orphans(), name="orphan-sweep"),
         ]
         await self._stopping.wait()
 
@@ -133,9 +138,7 @@ class Controller:
             await asyncio.wait_for(self.recorder.flush(), 10)
         except TimeoutError:
             logger.error("timeline writes still pending at shutdown")
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_tasks(self._tasks)
         await self.dispatcher.close()
         self.ami.close()
         await self.ari.close()
@@ -209,7 +212,7 @@ class Controller:
         """
         await self._publish_component("ari", "up")
         await self.service.load_prompts_from_asterisk()
-        channels = {c["id"]: c for c in await self.ari.get("/channels")}
+        channels = await self.lister.channels()
         # channels inside Stasis right now (the application's channel_ids also lists the
         # channels it merely watches)
         in_app = {cid for cid, c in channels.items()
@@ -232,8 +235,23 @@ class Controller:
             self.dispatcher.adopt(channels[channel_id], in_stasis=True)
         logger.info("resync: %d channel(s) in Asterisk, %d active call(s) on record, "
                     "%d in our app", len(channels), len(active), len(in_app))
+        self._synced = True
+        self.heartbeat.changed()  # (the RTP ports just counted)
+
+    async def _sweep_orphans(self) -> None:
+        """Every few seconds, once resynced: inbound callers stranded in the application
+        with no session (ari_app.channels)."""
+        every = max(1.0, self.settings.ari.orphan_seconds / 2)
+        while True:
+            await asyncio.sleep(every)
+            if self._synced and self.ari.connected.is_set():
+                try:
+                    await self.lister.sweep(set(self.dispatcher.sessions))
+                except Exception:  # noqa: BLE001 - the next sweep tries again
+                    logger.exception("orphan sweep failed")
 
     async def _ari_down(self) -> None:
+        self._synced = False
         self.heartbeat.changed()
         await self._publish_component("ari", "down", self.ari.last_error)
 
@@ -271,6 +289,9 @@ class Controller:
             "ami_detail": "logged in" if self.ami.logged_in.is_set()
             else (self.ami.last_error or "connecting"),
             "active_calls": str(len(self.dispatcher.sessions)),
+            "rtp_in_use": "" if self.lister.rtp_in_use is None else str(self.lister.rtp_in_use),
+            "rtp_ports": str(self.settings.asterisk.rtp_end - self.settings.asterisk.rtp_start
+                             + 1),
             "pid": str(os.getpid()),
         }
 

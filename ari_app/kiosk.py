@@ -185,7 +185,7 @@ class KioskService:
         """Originate the queue half (Local;2, whose id is the call id) and bridge its
         other half with the kiosk's audio. Again after no operator could answer: the ids
         are the same, so the session stays one call."""
-        assert session.service is not None
+        assert session.service is not None  # nosec B101 # type narrowing, not a check
         call_id = session.call_id
         leg: KioskLeg = session.data["kiosk"]
         _media_id, local_id, bridge_id = leg_ids(call_id)
@@ -271,7 +271,7 @@ class KioskService:
         """The queue half went without an operator and nobody ended the session: app_queue
         let the citizen go (joinempty, leavewhenempty), not its own time limit."""
         leg: KioskLeg = session.data["kiosk"]
-        assert session.service is not None
+        assert session.service is not None  # nosec B101 # type narrowing, not a check
         return (not leg.connected and not leg.end_reason and leg.queued_at > 0
                 and time.monotonic() - leg.queued_at < session.service.max_wait_seconds - 1)
 
@@ -280,7 +280,7 @@ class KioskService:
         queue half gone) turns the session unavailable; the others find it so."""
         if not self._let_go(session):
             return
-        assert session.service is not None
+        assert session.service is not None  # nosec B101 # type narrowing, not a check
         session.data["kiosk"].queued_at = 0.0
         session.state = "unavailable"
         decision = await self._hours(session.service)
@@ -320,7 +320,7 @@ class KioskService:
         session hash, set by web), music on hold, and the queue again as soon as an
         operator can answer; closed meanwhile: say so."""
         leg: KioskLeg = session.data["kiosk"]
-        assert session.service is not None
+        assert session.service is not None  # nosec B101 # type narrowing, not a check
         key = self.kkeys.session(session.call_id)
         while leg.unavailable == "no_operator" and not leg.end_reason:
             await asyncio.sleep(WAIT_POLL)
@@ -355,9 +355,10 @@ class KioskService:
         """A prompt into the session's bridge (the kiosk hears it; nobody else is in it)."""
         leg: KioskLeg = session.data["kiosk"]
         leg.playback = uuid.uuid4().hex
+        sound = self.calls.prompt_sound(prompt, session.service)
         try:
             await self.ari.post(f"/bridges/{leg_ids(session.call_id)[2]}/play",
-                                media=f"sound:{self.calls.prompts[prompt]}",
+                                media=f"sound:{sound}",
                                 playbackId=leg.playback, lang=self.settings.site.language)
         except AriError as exc:
             logger.info("%s: prompt %s not played: %s", session.call_id, prompt, exc)

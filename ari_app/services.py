@@ -3,6 +3,16 @@
 Handlers here receive already-dispatched ARI events for one call (in order, in that
 call's own task) and talk to ARI, the timeline store and the notifier. No Redis keys
 or websocket code here.
+
+A caller may hang up (a SIP CANCEL) at any moment between StasisStart and the
+``continue`` that sends the call on: the request then fails with 404 (channel gone) or
+409 (no longer in Stasis), or even succeeds while the hang-up is already under way.
+Either way ARI says ``ChannelHangupRequest`` then ``StasisEnd``, and nothing else: the
+subscription that would bring ``ChannelDestroyed`` went out with the ``continue``, too
+late. So a hang-up seen while the caller is still in our application ends the call at
+its StasisEnd (``left_app``), and the race is logged at INFO. A phone call that ends
+without ever having been queued, and with no other outcome (rejected, out of hours), is
+``cancelled_early`` (docs/kpi.md: a contact, neither offered nor abandoned).
 """
 
 from __future__ import annotations
@@ -30,10 +40,22 @@ from common.events import (
     CallTransferState,
 )
 from common.hours import HoursDecision, decide
-from common.prompts import load_prompts, variable_name
+from common.prompts import load_prompts, per_service, service_key, variable_name
 from common.settings import Service, Settings
 
 logger = logging.getLogger(__name__)
+
+
+#: ``Call.outcome`` of a phone call whose caller hung up before it was queued: a SIP
+#: CANCEL right after the INVITE, or a hang-up during the greeting (set when the call
+#: ends in those steps, only if the queue never saw it and nothing else decided its
+#: outcome).
+CANCELLED_EARLY = "cancelled_early"
+#: ``Call.hangup_cause_txt`` of such a call (ARI's ChannelHangupRequest has no text).
+CANCELLED_EARLY_TXT = "caller hung up before the greeting"
+#: ARI statuses of a request on a channel that has left our application: gone (404) or
+#: no longer in Stasis (409), i.e. the caller hung up meanwhile.
+LEFT_APP = (404, 409)
 
 
 def ari_time(event: dict[str, Any]) -> datetime:
@@ -67,13 +89,18 @@ class CallService:
         }
 
     async def load_prompts_from_asterisk(self) -> None:
-        """Read PROMPT_* globals so ari_app plays exactly what the dialplan plays."""
-        for name in list(self.prompts):
+        """Read PROMPT_* globals so ari_app plays exactly what the dialplan plays, with
+        the prompts said per service (``PROMPT_<NAME>__<SERVICE>``, where rendered)."""
+        names = list(self.prompts)
+        names += [service_key(name, service.id) for name, spec in load_prompts().items()
+                  if per_service(spec["ja"]) for service in self.settings.services]
+        for name in names:
             try:
                 resp = await self.ari.get("/asterisk/variable", variable=variable_name(name))
             except AriError as exc:
                 logger.warning("prompt %s: cannot read %s from Asterisk (%s); using %s",
-                               name, variable_name(name), exc, self.prompts[name])
+                               name, variable_name(name), exc,
+                               self.prompts.get(name, "the service's plain prompt"))
                 continue
             value = (resp or {}).get("value")
             if value:
@@ -83,6 +110,19 @@ class CallService:
 
     async def inbound(self, session: CallSession, event: dict[str, Any],
                       resumed: bool = False) -> None:
+        # in our application until its StasisEnd (left_app): a hang-up meanwhile ends it
+        session.data["in_app"] = True
+        try:
+            await self._inbound(session, event, resumed)
+        except AriError as exc:
+            if exc.status not in LEFT_APP:
+                raise
+            logger.info("%s: the caller hung up while the call was being routed (%s %s "
+                        "-> %d); it ends when it leaves the application", session.call_id,
+                        exc.method, exc.path, exc.status)
+
+    async def _inbound(self, session: CallSession, event: dict[str, Any],
+                       resumed: bool) -> None:
         channel = event["channel"]
         did = channel.get("dialplan", {}).get("exten", "")
         if resumed:
@@ -111,10 +151,10 @@ class CallService:
             # it now, as if it had just arrived.
             logger.info("%s resumed after restart: routing it now", session.call_id)
         if service is None:
-            await self._subscribe(session.channel_id)
-            await self._answer(session)
             session.state = "rejecting"
             self.recorder.write(self.store.set_outcome, session.call_id, "rejected")
+            await self._watch(session)
+            await self._answer(session)
             self.recorder.write(self.store.record, session.call_id, "rejected",
                                 datetime.now(UTC), {"reason": "unknown DID", "did": did},
                                 publish=CallRejected(call_id=session.call_id, did=did,
@@ -125,11 +165,11 @@ class CallService:
             return
         decision = await self._decide(service)
         if not decision.open:
-            await self._subscribe(session.channel_id)
-            await self._answer(session)
-            self._record_hours(session, decision)
             session.state = "closed"
+            self._record_hours(session, decision)
             self.recorder.write(self.store.set_outcome, session.call_id, "out_of_hours")
+            await self._watch(session)
+            await self._answer(session)
             logger.info("%s: %s is closed (%s %s); announcing the hours", session.call_id,
                         service.id, decision.reason, decision.detail)
             await self._play(session, "out_of_hours", lambda: self._hangup(session))
@@ -151,22 +191,24 @@ class CallService:
                             hours_reason=decision.reason)
 
     async def _greet_and_queue(self, session: CallSession, decision: HoursDecision) -> None:
-        """Open: hand the caller to ``[mado-greet]`` at once. The dialplan answers, plays
-        the greeting (and the survey invitation) and enters the queue; this is the only
-        ARI request on the way to the operator's phone."""
-        assert session.service is not None
+        """Open: hand the caller to ``[mado-greet]`` at once. The dialplan plays the
+        greeting as early media, answers (``MadoAnswered``, ``dialplan_answered``), plays
+        the survey invitation and enters the queue; this is the only ARI request on the
+        way to the operator's phone."""
+        assert session.service is not None  # nosec B101 # type narrowing, not a check
         queue = session.service.queue
         session.state = "greeting"
         # The subscription (events after the channel leaves Stasis: the prompts' user
-        # events, the queue, the hang-up) goes out alongside the continue, just ahead.
-        await asyncio.gather(
-            self._subscribe(session.channel_id),
+        # events, the queue, the hang-up) goes out alongside the continue, just ahead;
+        # both are answered before a failure of either is raised (the continue's first).
+        results = await asyncio.gather(
             self.ari.post(f"/channels/{session.channel_id}/continue", context="mado-greet",
-                          extension=queue, priority=1))
+                          extension=queue, priority=1),
+            self._watch(session), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         at = datetime.now(UTC)
-        self.recorder.write(self.store.call_answered, session.call_id, at,
-                            publish=CallAnswered(at=at, call_id=session.call_id,
-                                                 tenant=session.tenant))
         self._record_hours(session, decision)
         self._prompt_started(session, "greeting")
         self.recorder.write(self.store.record, session.call_id, "to_queue", at,
@@ -193,6 +235,14 @@ class CallService:
         elif session.state == "greeting":
             session.state = "queued"
 
+    def dialplan_answered(self, session: CallSession, event: dict[str, Any]) -> None:
+        """A ``MadoAnswered`` user event from ``[mado-greet]``: the greeting was heard (as
+        early media) and the dialplan answered the caller, on the way to the queue."""
+        at = ari_time(event)
+        self.recorder.write(self.store.call_answered, session.call_id, at,
+                            publish=CallAnswered(at=at, call_id=session.call_id,
+                                                 tenant=session.tenant))
+
     def _prompt_started(self, session: CallSession, prompt: str) -> None:
         self.recorder.write(self.store.record, session.call_id, "prompt", datetime.now(UTC),
                             {"prompt": prompt, "state": "started"}, f"prompt:{prompt}",
@@ -211,6 +261,14 @@ class CallService:
                             publish=CallAnswered(at=at, call_id=session.call_id,
                                                  tenant=session.tenant))
 
+    def prompt_sound(self, prompt: str, service: Service | None) -> str:
+        """What ``prompt`` plays to a caller of ``service``: its own version where the
+        prompt is said per service (out_of_hours with that service's hours), else the
+        prompt's."""
+        if service is not None:
+            return self.prompts.get(service_key(prompt, service.id), self.prompts[prompt])
+        return self.prompts[prompt]
+
     async def _play(self, session: CallSession, prompt: str,
                     then: Callable[[], Awaitable[None]]) -> None:
         playback_id = uuid.uuid4().hex
@@ -218,8 +276,8 @@ class CallService:
         session.after_playback = then
         session.data["prompt"] = prompt
         await self.ari.post(f"/channels/{session.channel_id}/play",
-                            media=f"sound:{self.prompts[prompt]}", playbackId=playback_id,
-                            lang=self.settings.site.language)
+                            media=f"sound:{self.prompt_sound(prompt, session.service)}",
+                            playbackId=playback_id, lang=self.settings.site.language)
         self._prompt_started(session, prompt)
 
     async def play_then(self, session: CallSession, prompt: str,
@@ -233,7 +291,7 @@ class CallService:
         """Play a prompt without waiting for it (e.g. while the call is being moved)."""
         try:
             await self.ari.post(f"/channels/{session.channel_id}/play",
-                                media=f"sound:{self.prompts[prompt]}",
+                                media=f"sound:{self.prompt_sound(prompt, session.service)}",
                                 lang=self.settings.site.language)
         except AriError as exc:
             logger.info("%s: prompt %s not played: %s", session.call_id, prompt, exc)
@@ -297,17 +355,57 @@ class CallService:
     # ------------------------------------------------------------------ ending
 
     async def channel_destroyed(self, session: CallSession, event: dict[str, Any]) -> None:
+        # a phone call that ends before its queue (the caller hung up in the greeting, or
+        # the CANCEL came just after the continue) is cancelled_early when the queue
+        # never saw it; not a kiosk session, nor a caller the queue refused (no operator:
+        # the callback offer)
+        unqueued = CANCELLED_EARLY if session.kind == "call" and \
+            session.state in ("new", "greeting") else None
         session.state = "ended"
         cause = event.get("cause")
         cause_txt = event.get("cause_txt", "")
         at = ari_time(event)
         self.recorder.write(self.store.call_ended, session.call_id, at,
                             cause if isinstance(cause, int) else None, cause_txt,
-                            only_if_new=True,
+                            unqueued_outcome=unqueued, only_if_new=True,
                             publish=CallEnded(at=at, call_id=session.call_id,
                                               tenant=session.tenant,
                                               cause=cause if isinstance(cause, int) else 0,
                                               cause_txt=cause_txt))
+
+    def hangup_requested(self, session: CallSession, event: dict[str, Any]) -> None:
+        """``ChannelHangupRequest`` of the caller's channel: while it is still in our
+        application, the caller hung up there (remembered for ``left_app``)."""
+        if session.data.get("in_app") and not event.get("soft"):
+            cause = event.get("cause")
+            session.data["hung_up"] = cause if isinstance(cause, int) else None
+
+    async def left_app(self, session: CallSession, event: dict[str, Any]) -> None:
+        """``StasisEnd`` of an inbound caller's channel before we sent it on (or while
+        that request was under way). When the caller hung up inside our application, or
+        the channel was gone before we could subscribe to it, no ChannelDestroyed will
+        follow: the call ends now (``cancelled_early`` unless it was rejected or out of
+        hours)."""
+        if not session.data.pop("in_app", False):
+            return  # sent on by us (continue), or not an inbound call's first visit
+        hung_up = "hung_up" in session.data
+        watched = bool(session.data.get("watched"))
+        early = session.state in ("new", "greeting") and (hung_up or not watched)
+        if not early and watched:
+            return  # its ChannelDestroyed comes through the subscription
+        session.state = "ended"
+        cause: int | None = session.data.get("hung_up")
+        at = ari_time(event)
+        cause_txt = CANCELLED_EARLY_TXT if early else \
+            "caller hung up" if hung_up else "left the application before it was watched"
+        self.recorder.write(self.store.call_ended, session.call_id, at, cause, cause_txt,
+                            unqueued_outcome=CANCELLED_EARLY, only_if_new=True,
+                            publish=CallEnded(at=at, call_id=session.call_id,
+                                              tenant=session.tenant, cause=cause or 0,
+                                              cause_txt=cause_txt))
+        logger.info("%s: %s (cause %s); the call ends", session.call_id,
+                    "the caller hung up before the greeting" if early
+                    else "the channel left the application before it was watched", cause)
 
     async def ended_while_away(self, call_id: str) -> None:
         """A call we had as active no longer exists in Asterisk (we were disconnected)."""
@@ -320,8 +418,9 @@ class CallService:
 
     # ----------------------------------------------------------------- helpers
 
-    async def _subscribe(self, channel_id: str) -> None:
-        """Keep receiving this channel's events after it leaves Stasis (queue, hang-up)."""
+    async def _subscribe(self, channel_id: str) -> bool:
+        """Keep receiving this channel's events after it leaves Stasis (queue, hang-up).
+        False: the channel is already gone."""
         try:
             await self.ari.post(f"/applications/{self.ari.app}/subscription",
                                 eventSource=f"channel:{channel_id}")
@@ -329,6 +428,12 @@ class CallService:
             # 404/422: the channel is already gone ("Event source does not exist")
             if exc.status not in (404, 422):
                 raise
+            return False
+        return True
+
+    async def _watch(self, session: CallSession) -> None:
+        """Subscribe to the caller's channel; ``watched``: its ChannelDestroyed will come."""
+        session.data["watched"] = await self._subscribe(session.channel_id)
 
     async def resubscribe(self, channel_id: str) -> None:
         await self._subscribe(channel_id)

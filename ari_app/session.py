@@ -58,6 +58,8 @@ class CallActions(Protocol):
 
     prompts: dict[str, str]
 
+    def prompt_sound(self, prompt: str, service: Service | None) -> str: ...
+
     async def play_then(self, session: CallSession, prompt: str,
                         then: Callable[[], Awaitable[None]]) -> None: ...
 

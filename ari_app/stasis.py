@@ -241,11 +241,18 @@ class StasisDispatcher:
                 await self.callbacks.dtmf(session, event)
         elif kind == "ChannelUserevent" and event.get("eventname") == "MadoPrompt":
             await self.service.dialplan_prompt(session, event)
+        elif kind == "ChannelUserevent" and event.get("eventname") == "MadoAnswered":
+            self.service.dialplan_answered(session, event)
         elif kind == "PlaybackFinished":
             await self.service.playback_finished(session, event)
             await self.callbacks.playback_finished(session, event)
         elif kind == "ChannelDestroyed":
             await self._channel_destroyed(session, event)
+        elif kind == "ChannelHangupRequest":
+            self.service.hangup_requested(session, event)
+        elif kind == "StasisEnd":
+            # an inbound caller who hung up inside the app ends here (no ChannelDestroyed)
+            await self.service.left_app(session, event)
         else:
             await self._controller_event(session, event)
 

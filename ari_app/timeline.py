@@ -86,14 +86,24 @@ class TimelineStore:
             return self._insert_event(session, call_id, "answered", at, {}, "answered", "ari")
 
     def call_ended(self, call_id: str, at: datetime, cause: int | None, cause_txt: str,
-                   outcome: str | None = None, source: str = "ari") -> bool:
+                   outcome: str | None = None, source: str = "ari",
+                   unqueued_outcome: str | None = None) -> bool:
+        """End the call (the first end wins). ``unqueued_outcome``: the outcome of a call
+        that ends without ever having been queued and with no outcome decided yet (a
+        caller who hung up before the queue: ``cancelled_early``)."""
         with transaction(self._factory) as session:
             values: dict[str, Any] = {"ended_at": at, "status": "ended",
                                       "hangup_cause": cause, "hangup_cause_txt": cause_txt}
             if outcome:
                 values["outcome"] = outcome
-            session.execute(update(Call).where(Call.id == call_id, Call.ended_at.is_(None))
-                            .values(**values))
+            ended: Any = session.execute(
+                update(Call).where(Call.id == call_id, Call.ended_at.is_(None))
+                .values(**values))
+            if unqueued_outcome and ended.rowcount:
+                session.execute(update(Call).where(Call.id == call_id,
+                                                   Call.queued_at.is_(None),
+                                                   Call.outcome.is_(None))
+                                .values(outcome=unqueued_outcome))
             return self._insert_event(session, call_id, "ended", at,
                                       {"cause": cause, "cause_txt": cause_txt}, "ended", source)
 

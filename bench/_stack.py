@@ -44,6 +44,7 @@ from common.models import Call, CallEvent
 from common.settings import Settings, load_settings, settings_override, to_environ
 from stack.asterisk import AsteriskInstance, provide
 from stack.render import phones as all_phones
+from stack.testphones import wait_reachable
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data"
@@ -74,6 +75,8 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 def free_udp_range(size: int) -> int:
     for _ in range(50):
         start = free_port(socket.SOCK_DGRAM)
+        if start + size > 65535:  # a wide range: below the ephemeral ones
+            start = 20000 + (start * 7919) % max(1, 65535 - size - 20000)
         start -= start % 2
         try:
             for port in range(start, start + size):
@@ -293,7 +296,8 @@ class BenchStack:
     """Everything one benchmark run needs; ``close()`` stops all of it."""
 
     def __init__(self, operators: int, log: Callable[[str], None] = print,
-                 keep_logs: Path | None = None) -> None:
+                 keep_logs: Path | None = None, site_file: Path = SITE_FILE,
+                 rtp_ports: int = 1200, silent_greeting: bool = True) -> None:
         self.log = log
         self.exit = ExitStack()
         self.tmp = Path(tempfile.mkdtemp(prefix="mado-bench-"))
@@ -304,7 +308,10 @@ class BenchStack:
         self.ari_app_log = self.tmp / "ari_app.log"
         self.phones: list[Sipp] = []
         self.watch_queue = ""
-        self.settings: Settings = load_settings({"MADOGUCHI_CONFIG": str(SITE_FILE)})
+        self.site_file = site_file
+        self.rtp_ports = rtp_ports
+        self.silent_greeting = silent_greeting
+        self.settings: Settings = load_settings({"MADOGUCHI_CONFIG": str(site_file)})
 
     # -- start
 
@@ -324,12 +331,13 @@ class BenchStack:
         # the survey invitation when a service offers the survey opt-in): they are still
         # played ([mado-greet], user events, timeline rows) but the audio lasts 0 s, so
         # routing time is the product's work, not speech.
-        for prompt in PRE_QUEUE_PROMPTS:
+        # (silent_greeting=False: the product's own prompts, as callers hear them)
+        for prompt in PRE_QUEUE_PROMPTS if self.silent_greeting else ():
             (sounds / f"{prompt}.sln").write_bytes(b"")
-        rtp = free_udp_range(1200)
+        rtp = free_udp_range(self.rtp_ports)
         base = load_settings({
             "MADOGUCHI_SITE__DATA_DIR": str(self.tmp / "data"),
-            "MADOGUCHI_CONFIG": str(SITE_FILE),
+            "MADOGUCHI_CONFIG": str(self.site_file),
             "MADOGUCHI_OPERATORS__COUNT": str(self.operators),
             "MADOGUCHI_PROMPTS__CUSTOM_DIR": str(sounds),
             "MADOGUCHI_SITE__LOG_LEVEL": "WARNING",
@@ -342,7 +350,7 @@ class BenchStack:
             base,
             asterisk={"rootfs": str(rootfs), "sip_port": free_port(socket.SOCK_DGRAM),
                       "http_port": free_port(), "ami_port": free_port(),
-                      "rtp_start": rtp, "rtp_end": rtp + 1199,
+                      "rtp_start": rtp, "rtp_end": rtp + self.rtp_ports - 1,
                       "ari_app": f"mado-bench-{os.getpid()}"},
             redis={"url": redis_url},
             database={"url": f"sqlite:///{self.tmp / 'bench.sqlite3'}"})
@@ -377,7 +385,7 @@ class BenchStack:
     def child_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MADOGUCHI_")}
         env.update(to_environ(self.settings))
-        env["MADOGUCHI_CONFIG"] = str(SITE_FILE)
+        env["MADOGUCHI_CONFIG"] = str(self.site_file)
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
@@ -434,6 +442,9 @@ class BenchStack:
         phone = Sipp(name, popen, workdir)
         self.phones.append(phone)
         self.exit.callback(phone.stop)
+        # qualified again now that SIPp listens: an operator whose phone Asterisk sees as
+        # unreachable cannot log in (stack.testphones)
+        wait_reachable(self.settings, endpoints, timeout=60)
         return phone
 
     def login(self, endpoints: list[str], queue: str) -> None:

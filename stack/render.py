@@ -19,13 +19,14 @@ from pathlib import Path
 import jinja2
 
 from ari_app.ami import SUBSCRIBED_EVENTS
-from common.prompts import load_prompts
+from common.prompts import load_prompts, said_name, service_texts
 from common.settings import (
     PROJECT_ROOT,
     Settings,
     SettingsError,
     load_settings,
     staff_endpoint,
+    trunk_calls,
 )
 from stack import voice
 
@@ -137,12 +138,18 @@ def prompt_refs(settings: Settings, paths: InstancePaths, host_sounds_dir: Path 
       Japanese channels and, for English ones, ``sounds/en/<name>.<ext>`` linked to the
       English core sound of ``fallback``; Asterisk picks by the channel's language;
     - else (nothing installed) the core sound's name, in every language.
+
+    A prompt said per service (common.prompts.service_texts: out_of_hours with the
+    hours) gets one more entry per service, ``<name>__<service>``: the city's recording
+    ``<name>-<service id>.<ext>``, else its synthesised text; none where the city
+    recorded the prompt for everyone (that recording is played) or nothing is voiced.
     """
     custom = Path(settings.prompts.custom_dir)
     if not custom.is_absolute():
         custom = PROJECT_ROOT / custom
     refs: dict[str, str] = {}
-    for name, prompt in load_prompts().items():
+    prompts = load_prompts()
+    for name, prompt in prompts.items():
         recording = next((custom / f"{name}{ext}" for ext in SOUND_EXTENSIONS
                           if (custom / f"{name}{ext}").is_file()), None)
         voiced = sorted(voice_dir.joinpath("prompts").glob(f"{name}.*")) if voice_dir else []
@@ -156,16 +163,44 @@ def prompt_refs(settings: Settings, paths: InstancePaths, host_sounds_dir: Path 
         if recording is not None:
             _place(recording, host_sounds_dir / recording.name)
             continue
-        for synthesised in voiced:
-            _place(synthesised, host_sounds_dir / "ja" / synthesised.name)
-        core = (host_view(asterisk_root, f"{ASTERISK_DATA}/sounds/en")
-                if asterisk_root is not None else None)
-        formats = ([p.suffix[1:] for p in sorted(core.glob(f"{prompt['fallback']}.*"))]
-                   if core is not None and core.is_dir() else CORE_SOUND_FORMATS)
-        for ext in formats:
-            _symlink(f"{ASTERISK_DATA}/sounds/en/{prompt['fallback']}.{ext}",
-                     host_sounds_dir / "en" / f"{name}.{ext}")
+        _install_voiced(name, voiced, prompt["fallback"], host_sounds_dir, asterisk_root)
+    for service in settings.services:
+        for key, text in service_texts(prompts, (service,)).items():
+            name = key.split("__", 1)[0]
+            if host_sounds_dir is None or refs[name] == prompts[name]["fallback"]:
+                continue  # nothing installed: the core sound for everyone
+            for folder in (host_sounds_dir, host_sounds_dir / "ja", host_sounds_dir / "en"):
+                for old in folder.glob(f"{key}.*"):
+                    old.unlink()
+            recording = next((custom / f"{name}-{service.id}{ext}"
+                              for ext in SOUND_EXTENSIONS
+                              if (custom / f"{name}-{service.id}{ext}").is_file()), None)
+            voiced = sorted(voice_dir.glob(f"{said_name(text)}.*")) if voice_dir else []
+            if recording is not None:
+                _place(recording, host_sounds_dir / f"{key}{recording.suffix}")
+            elif voiced and not list(host_sounds_dir.glob(f"{name}.*")):
+                # (a recording of the prompt for everyone wins over the synthesis)
+                _install_voiced(key, voiced, prompts[name]["fallback"], host_sounds_dir,
+                                asterisk_root)
+            else:
+                continue
+            refs[key] = f"{paths.sounds}/{key}"
     return refs
+
+
+def _install_voiced(name: str, voiced: list[Path], fallback: str, host_sounds_dir: Path,
+                    asterisk_root: Path | None) -> None:
+    """``sounds/ja/<name>.*`` from the synthesised files, ``sounds/en/<name>.*`` linked to
+    the English core sound ``fallback``."""
+    for synthesised in voiced:
+        _place(synthesised, host_sounds_dir / "ja" / f"{name}{synthesised.suffix}")
+    core = (host_view(asterisk_root, f"{ASTERISK_DATA}/sounds/en")
+            if asterisk_root is not None else None)
+    formats = ([p.suffix[1:] for p in sorted(core.glob(f"{fallback}.*"))]
+               if core is not None and core.is_dir() else CORE_SOUND_FORMATS)
+    for ext in formats:
+        _symlink(f"{ASTERISK_DATA}/sounds/en/{fallback}.{ext}",
+                 host_sounds_dir / "en" / f"{name}.{ext}")
 
 
 def install_data(host_data_dir: Path, voice_dir: Path, asterisk_root: Path | None) -> None:
@@ -206,7 +241,7 @@ def render(settings: Settings, out_dir: Path, paths: InstancePaths,
     if host_sounds_dir is not None and voice_dir is not None:
         install_data(host_sounds_dir.parent / "data", voice_dir, asterisk_root)
         datadir = paths.data
-    env = jinja2.Environment(
+    env = jinja2.Environment(  # nosec B701 # renders Asterisk configuration, not HTML
         loader=jinja2.FileSystemLoader(TEMPLATES),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -221,6 +256,7 @@ def render(settings: Settings, out_dir: Path, paths: InstancePaths,
         "datadir": datadir,
         "ami_permit": ami_permit,
         "ami_events": SUBSCRIBED_EVENTS,
+        "trunk_calls": trunk_calls(settings),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -252,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     # prompts and the Japanese voice into it, as a locally started instance does
     base = Path(args.base)
     sounds = base / "sounds" if base.is_dir() else None
-    voice_dir = build_voice() if sounds is not None else None
+    voice_dir = build_voice(settings) if sounds is not None else None
     root = Path("/") if Path(ASTERISK_DATA).is_dir() else None  # else Asterisk is elsewhere
     for path in render(settings, args.out_dir, InstancePaths(args.base, args.moddir),
                        host_sounds_dir=sounds, ami_permit=permit, voice_dir=voice_dir,
@@ -261,12 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def build_voice() -> Path | None:
-    """The synthesised Japanese prompts, brought up to date (stack.voice; a no-op when
-    nothing changed); None, with a warning, where they cannot be made: callers then hear
-    the English core sounds, as before."""
+def build_voice(settings: Settings) -> Path | None:
+    """The synthesised Japanese prompts, with the texts said per service of ``settings``,
+    brought up to date (stack.voice; a no-op when nothing changed); None, with a warning,
+    where they cannot be made: callers then hear the English core sounds, as before."""
     try:
-        report = voice.build()
+        report = voice.build(services=settings.services)
     except (voice.VoiceUnavailable, ValueError, OSError, RuntimeError) as exc:
         logger.warning("no Japanese voice (%s): prompts fall back to the English core "
                        "sounds", exc)

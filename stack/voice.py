@@ -10,7 +10,10 @@ so a build regenerates only what changed and removes what is no longer listed.
     python -m stack.voice build       # at setup; a no-op when nothing changed
 
 Layout of the build folder (``.cache/voice``): ``prompts/<name>.sln16``,
-``words/<asterisk name>.sln16`` (e.g. ``words/digits/3.sln16``), ``manifest.json``.
+``words/<asterisk name>.sln16`` (e.g. ``words/digits/3.sln16``), ``manifest.json``; the
+texts said per service (common.prompts: out_of_hours with each service's hours) in
+``said/<hash of the text>.sln16``, kept across builds, so instances of different
+settings sharing the folder never take each other's files away.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import multiprocessing
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -34,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from common.prompts import PROMPTS_FILE, load_catalogue
-from common.settings import PROJECT_ROOT
+from common.prompts import PROMPTS_FILE, load_catalogue, plain_text, said_name, service_texts
+from common.settings import PROJECT_ROOT, Service
 
 BUILD_DIR = PROJECT_ROOT / ".cache" / "voice"
 MANIFEST = "manifest.json"
@@ -83,15 +87,20 @@ class BuildReport:
                 f"{len(self.removed)} removed in {self.seconds:.1f} s ({self.out})")
 
 
-def items(catalogue_file: Path = PROMPTS_FILE) -> tuple[list[Item], dict[str, float]]:
-    """What prompts.toml asks for, and the voice to say it with."""
+def items(catalogue_file: Path = PROMPTS_FILE, services: tuple[Service, ...] = ()
+          ) -> tuple[list[Item], dict[str, float]]:
+    """What prompts.toml asks for (and, for ``services``, what is said per service),
+    and the voice to say it with."""
     cat = load_catalogue(catalogue_file)
     unknown = set(cat.voice) - set(VOICE_KEYS)
     if unknown:
         raise ValueError(f"{catalogue_file}: [voice] knows {', '.join(VOICE_KEYS)}, "
                          f"not {', '.join(sorted(unknown))}")
-    out = [Item(f"prompts/{name}", spec["ja"], "prompt") for name, spec in cat.prompts.items()]
+    out = [Item(f"prompts/{name}", plain_text(spec["ja"]), "prompt")
+           for name, spec in cat.prompts.items()]
     out += [Item(f"words/{name}", text, "word") for name, text in cat.words.items()]
+    said = {said_name(text): text for text in service_texts(cat.prompts, services).values()}
+    out += [Item(path, text, "prompt") for path, text in sorted(said.items())]
     return out, cat.voice
 
 
@@ -108,8 +117,13 @@ def openjtalk(text: str, voice: dict[str, float]) -> tuple[np.ndarray, int]:
     # pyopenjtalk-plus prints a notice about its optional ONNX model on import
     with contextlib.redirect_stdout(io.StringIO()):
         import pyopenjtalk
-    wave, rate = pyopenjtalk.tts(text, speed=voice.get("speed", 1.0),
-                                 half_tone=voice.get("half_tone", 0.0), predict_nani=False)
+    with warnings.catch_warnings():
+        # its reading of some kanji (外, ...) calls SudachiPy's Dictionary.create(),
+        # which that library has deprecated: a notice about the engine, not about us
+        warnings.filterwarnings("ignore", "Dictionary.create", DeprecationWarning)
+        wave, rate = pyopenjtalk.tts(text, speed=voice.get("speed", 1.0),
+                                     half_tone=voice.get("half_tone", 0.0),
+                                     predict_nani=False)
     return np.asarray(wave, dtype=np.float64), int(rate)
 
 
@@ -227,13 +241,15 @@ def _speak_all(todo: list[Item], voice: dict[str, float], synthesize: Synthesize
 
 
 def build(out: Path = BUILD_DIR, catalogue_file: Path = PROMPTS_FILE,
-          synthesize: Synthesizer | None = None, workers: int = 1) -> BuildReport:
-    """Bring ``out`` up to date with prompts.toml: synthesise the texts whose hash changed
-    (or whose files are missing), remove the files of texts no longer listed.
+          synthesize: Synthesizer | None = None, workers: int = 1,
+          services: tuple[Service, ...] = ()) -> BuildReport:
+    """Bring ``out`` up to date with prompts.toml (and the per-service texts of
+    ``services``): synthesise the texts whose hash changed (or whose files are missing),
+    remove the files of catalogue texts no longer listed.
     ``workers``: processes to speak in when there is much to do (the full build at
     setup: ``python -m stack.voice build`` uses every core)."""
     started = time.monotonic()
-    wanted, voice = items(catalogue_file)
+    wanted, voice = items(catalogue_file, services)
     engine = engine_version()
     report = BuildReport(out)
     with _locked(out):
@@ -262,6 +278,10 @@ def build(out: Path = BUILD_DIR, catalogue_file: Path = PROMPTS_FILE,
             # the manifest after every file: an interrupted build keeps what it made
             _write(out / MANIFEST, json.dumps(manifest | {"files": done},
                                               ensure_ascii=False, indent=1).encode())
+        for path, entry in files.items():  # said per service: another instance's, maybe
+            if path.startswith("said/") and path not in manifest["files"] and \
+                    entry.get("hash") and all(p.is_file() for p in _outputs(out, path)):
+                manifest["files"][path] = done[path] = entry
         for path in sorted(set(files) - set(manifest["files"])):
             for stale in _outputs(out, path):
                 stale.unlink(missing_ok=True)

@@ -68,18 +68,22 @@ def test_call_to_did_is_answered_greeted_and_recorded(
     assert call.arrived_at <= call.answered_at <= call.ended_at
     assert call.hangup_cause == 16  # normal clearing: the system hung up after the queue
     kinds = [e.kind for e in call.events]
-    # StasisStart seen by ari_app -> arrived; then answered, greeting, on to the queue, end.
-    assert kinds[:2] == ["arrived", "answered"], kinds
+    # StasisStart seen by ari_app -> arrived; on to the queue, the greeting as early media,
+    # answered once it was heard (docs/security.md: no answer before the queue), end.
+    assert kinds[0] == "arrived", kinds
     assert "prompt" in kinds and "prompt_end" in kinds and "to_queue" in kinds
+    assert kinds.index("prompt_end") < kinds.index("answered") < kinds.index("ended"), kinds
     assert kinds[-1] == "ended"
     greeting_end = next(e for e in call.events if e.kind == "prompt_end")
     assert greeting_end.data == {"prompt": "greeting", "state": "finished"}
+    assert greeting_end.at <= call.answered_at
     assert call.events[0].data["channel_name"].startswith("PJSIP/carrier-")
 
     # The same facts were published on Redis for the console.
     published = [e for e in events_of(call_settings) if e.type.startswith("call.")]
     types = [e.type for e in published]
-    assert types[:2] == ["call.arrived", "call.answered"], types
+    assert types[0] == "call.arrived", types
+    assert types.index("call.prompt") < types.index("call.answered") < types.index("call.ended")
     assert "call.ended" in types
     arrived = published[0]
     assert arrived.call_id == call.id and arrived.did == DID and arrived.caller == "0901234567"

@@ -4,6 +4,7 @@ queue; a special closed day set by the city applies at once."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -13,8 +14,10 @@ import pytest
 
 from common.db import init_schema, make_engine, session_factory, transaction
 from common.models import SpecialDay
+from common.prompts import load_prompts, said_name, service_texts
 from common.settings import Settings
 from stack.asterisk import AsteriskInstance
+from stack.voice import BUILD_DIR
 from tests.conftest import wait_until
 from tests.integration.conftest import (
     Proc,
@@ -80,6 +83,7 @@ def test_closed_calls_hear_the_hours_and_are_not_queued(
         controller_at: Callable[[datetime], None], moment: datetime, reason: str,
         detail: str) -> None:
     controller_at(moment)
+    offset = asterisk.full_log.stat().st_size
     heard = call_and_listen(call_settings, tmp_path)
     assert heard.voiced_seconds() > 1.0  # the out-of-hours announcement
     call = ended_call(call_settings)
@@ -91,6 +95,18 @@ def test_closed_calls_hear_the_hours_and_are_not_queued(
     assert "to_queue" not in kinds and "queue_join" not in kinds
     prompt = next(e for e in call.events if e.kind == "prompt")
     assert prompt.data["prompt"] == "out_of_hours"
+    # the service's own announcement, in Japanese, with the hours this Asterisk was
+    # configured with read out (stack.voice's manifest holds what each file says)
+    with asterisk.full_log.open("rb") as fh:
+        fh.seek(offset)
+        log = fh.read().decode(errors="replace")
+    # (signed linear: the synthesised file, not the English core sound's GSM)
+    played = re.findall(r"Playing '([^']+)\.sl\w+' \(language 'ja'\)", log)
+    assert played and played[0].endswith("/sounds/out_of_hours__citizens"), log[-3000:]
+    text = service_texts(load_prompts(), call_settings.services)["out_of_hours__citizens"]
+    assert "受付時間は、毎日、24時間です。" in text
+    said = asterisk.host_dir / "sounds" / "ja" / "out_of_hours__citizens.sln"
+    assert said.read_bytes() == (BUILD_DIR / f"{said_name(text)}.sln").read_bytes()
 
 
 def test_open_hours_with_an_injected_clock(

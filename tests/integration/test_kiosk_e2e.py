@@ -807,7 +807,7 @@ def test_nobody_can_answer_the_kiosk_says_why_and_the_citizen_waits_or_leaves(
 
 def test_out_of_hours_the_kiosk_says_closed_with_the_hours_and_no_wait(
         asterisk: AsteriskInstance, kiosk_settings: Settings, stack: tuple[str, Proc, Proc],
-        browser: Any) -> None:
+        browser: Any, tmp_path: Path) -> None:
     from datetime import datetime as dt
     from zoneinfo import ZoneInfo
 
@@ -819,7 +819,18 @@ def test_out_of_hours_the_kiosk_says_closed_with_the_hours_and_no_wait(
         db.add(SpecialDay(service_id="remote-window", day=today, open=False, note="点検"))
         db.commit()
     engine.dispose()
-    login_operator(settings, "op01")  # someone could answer: the hours decide
+    # someone could answer (a registered phone, logged in): the hours decide
+    phone = start_phones(settings, ["op01"], tmp_path / "op01")
+    try:
+        _closed_kiosk(asterisk, settings, base, browser)
+    finally:
+        phone.stop()
+
+
+def _closed_kiosk(asterisk: AsteriskInstance, settings: Settings, base: str,
+                  browser: Any) -> None:
+    offset = asterisk.full_log.stat().st_size
+    login_operator(settings, "op01")
 
     kiosk = open_kiosk(browser, base, settings, "k03")
     start_session(kiosk)
@@ -841,6 +852,10 @@ def test_out_of_hours_the_kiosk_says_closed_with_the_hours_and_no_wait(
     assert call.queue is None and call.agent is None
     wait_until(lambda: "0 active channels" in asterisk.cli("core show channels count"), 15,
                f"channels left: {asterisk.cli('core show channels')}")
+    # the kiosk heard its own service's hours (common.prompts: out_of_hours per service)
+    with asterisk.full_log.open("rb") as fh:
+        fh.seek(offset)
+        assert "/sounds/out_of_hours__remote_window." in fh.read().decode(errors="replace")
 
 
 # ------------------------------------------------------------------------ failures

@@ -77,7 +77,7 @@ def test_make_run_with_a_site_file_starts_every_process_on_its_settings(
         tmp_path: Path, redis_url: str) -> None:
     site = tmp_path / "site.toml"
     site.write_text(SITE, encoding="utf-8")
-    rtp = _free_udp_range(100)
+    rtp = _free_udp_range(200)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MADOGUCHI_")}
     env.update({
         "MADOGUCHI_CONFIG": str(site),
@@ -86,7 +86,7 @@ def test_make_run_with_a_site_file_starts_every_process_on_its_settings(
         "MADOGUCHI_ASTERISK__SIP_PORT": str(free_port()),
         "MADOGUCHI_ASTERISK__HTTP_PORT": str(free_port()),
         "MADOGUCHI_ASTERISK__AMI_PORT": str(free_port()),
-        "MADOGUCHI_ASTERISK__RTP_START": str(rtp), "MADOGUCHI_ASTERISK__RTP_END": str(rtp + 99),
+        "MADOGUCHI_ASTERISK__RTP_START": str(rtp), "MADOGUCHI_ASTERISK__RTP_END": str(rtp + 199),
         "MADOGUCHI_WEB__PORT": str(free_port()),
         "MADOGUCHI_KIOSK_BRIDGE__PORT": str(free_port()),
         "MADOGUCHI_TRANSCRIPTION__RTP_PORT": str(free_port(socket.SOCK_DGRAM)),

@@ -5,6 +5,7 @@ Japanese files go to sounds/ja, English callers keep the English core sounds."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -226,3 +227,92 @@ def test_without_the_voice_everything_stays_as_it_was(tmp_path: Path) -> None:
         assert f"PROMPT_{name.upper()}={spec['fallback']}" in ext
     assert f"astdatadir => {ASTERISK_DATA}" in (instance / "etc" / "asterisk.conf").read_text()
     assert not (instance / "data").exists()
+
+
+def test_the_hours_are_read_out_from_each_services_settings() -> None:
+    from common.prompts import plain_text, service_texts, spoken_clock, spoken_hours
+
+    city = dataclasses.replace(load_settings().services[0], id="juminhyo")
+    assert spoken_hours(city) == "祝日と年末年始を除く平日の午前8時30分から午後5時15分まで"
+    saturday = dataclasses.replace(city, id="s",
+                       open_days=("mon", "tue", "wed", "thu", "fri", "sat"),
+                       open_time="09:00", close_time="12:00", closed_on_holidays=False,
+                       closed_dates=("08-15",))
+    assert spoken_hours(saturday) == "8月15日を除く月曜日から土曜日の午前9時から正午まで"
+    always = dataclasses.replace(city, id="a", open_time="00:00",
+                     close_time="24:00", open_days=("mon", "tue", "wed", "thu", "fri",
+                                                    "sat", "sun"),
+                     closed_on_holidays=False, closed_dates=())
+    assert spoken_hours(always) == "毎日、24時間"
+    some = dataclasses.replace(always, open_days=("tue", "thu"), open_time="12:30",
+                               close_time="19:00")
+    assert spoken_hours(some) == "火曜日、木曜日の午後0時30分から午後7時まで"
+    assert spoken_clock("00:00") == "午前0時"
+
+    prompts = load_prompts()
+    texts = service_texts(prompts, (city, saturday))
+    assert set(texts) == {"out_of_hours__juminhyo", "out_of_hours__s"}
+    assert "受付時間は、祝日と年末年始を除く平日の午前8時30分から午後5時15分までです。" \
+        in texts["out_of_hours__juminhyo"]
+    # for a caller of no service, without the sentence that needs one
+    assert plain_text(prompts["out_of_hours"]["ja"]) == \
+        "ただいま受付時間外です。お手数ですが、受付時間内におかけ直しください。"
+
+
+def test_each_service_hears_its_own_hours_and_the_citys_recording_wins(
+        tmp_path: Path, built: tuple[Path, Path, voice.BuildReport]) -> None:
+    """The per-service texts are synthesised beside the catalogue's, kept when another
+    configuration builds into the same folder, and installed under the service's name;
+    a recording for one service, or for every service, replaces the synthesis."""
+    out, _catalogue, _report = built
+    s = load_settings({"MADOGUCHI_SITE__DATA_DIR": str(tmp_path / "data"),
+                       "MADOGUCHI_PROMPTS__CUSTOM_DIR": str(tmp_path / "custom")})
+    first, other = s.services[0], dataclasses.replace(s.services[0], close_time="16:00")
+    catalogue = write_catalogue(tmp_path / "prompts.toml", CATALOGUE + (
+        '[out_of_hours]\nja = "受付時間外です。受付時間は、{hours}です。"\n'
+        'fallback = "please-try-call-later"\n'))
+    build = tmp_path / "build"
+    report = voice.build(build, catalogue, services=(first,))
+    said = [p for p in report.generated if p.startswith("said/")]
+    assert len(said) == 1
+    manifest = json.loads((build / "manifest.json").read_text())
+    assert manifest["files"]["prompts/out_of_hours"]["text"] == "受付時間外です。"
+    assert "午後5時15分まで" in manifest["files"][said[0]]["text"]
+    # another configuration (other hours) in the same folder: both files stay
+    again = voice.build(build, catalogue, services=(other,))
+    assert len(again.generated) == 1 and again.removed == []
+    assert all((build / f"{path}.sln").is_file() for path in said + again.generated)
+    assert voice.build(build, catalogue).removed == []  # nor a build without services
+
+    # the shipped catalogue rendered with a voice folder holding what it needs
+    full = tmp_path / "voice"
+    (full / "prompts").mkdir(parents=True)
+    (full / "said").mkdir()
+    from common.prompts import said_name, service_texts
+    for name in load_prompts():
+        for ext in voice.FORMATS:
+            (full / "prompts" / f"{name}.{ext}").write_bytes(b"\0\0")
+    for text in service_texts(load_prompts(), s.services).values():
+        for ext in voice.FORMATS:
+            (full / f"{said_name(text)}.{ext}").write_bytes(text.encode())
+    instance, paths = tmp_path / "instance", InstancePaths("/srv/x", "/m")
+    sounds = instance / "sounds"
+    key = f"out_of_hours__{first.id}"
+    render(s, instance / "etc", paths, host_sounds_dir=sounds, voice_dir=full)
+    ext = (instance / "etc" / "extensions.conf").read_text()
+    assert f"PROMPT_OUT_OF_HOURS__{first.id.upper()}=/srv/x/sounds/{key}" in ext
+    assert "PROMPT_OUT_OF_HOURS=/srv/x/sounds/out_of_hours" in ext
+    assert "午前8時30分" in (sounds / "ja" / f"{key}.sln").read_text()
+    assert (sounds / "en" / f"{key}.gsm").readlink() == \
+        Path(f"{ASTERISK_DATA}/sounds/en/please-try-call-later.gsm")
+
+    custom = tmp_path / "custom"
+    custom.mkdir()
+    (custom / f"out_of_hours-{first.id}.wav").write_bytes(b"RIFF")
+    render(s, instance / "etc", paths, host_sounds_dir=sounds, voice_dir=full)
+    assert (sounds / f"{key}.wav").is_file() and not list(sounds.glob(f"ja/{key}.*"))
+    (custom / f"out_of_hours-{first.id}.wav").unlink()
+    (custom / "out_of_hours.wav").write_bytes(b"RIFF")  # one recording for everyone
+    render(s, instance / "etc", paths, host_sounds_dir=sounds, voice_dir=full)
+    ext = (instance / "etc" / "extensions.conf").read_text()
+    assert "PROMPT_OUT_OF_HOURS__" not in ext and not list(sounds.rglob(f"{key}.*"))
