@@ -83,8 +83,8 @@ def greet_entry(ext: str, queue: str) -> str:
     """The ``[mado-greet]`` lines of one queue."""
     section = ext.split("[mado-greet]", 1)[1].split("\n[", 1)[0]
     lines = section.splitlines()
-    # answered without Answer()'s wait of up to 500 ms for the caller's first media frame
-    start = lines.index(f"exten => {queue},1,Answer(,i)")
+    # the greeting is early media: the entry starts with Progress(), not an answer
+    start = lines.index(f"exten => {queue},1,Progress()")
     entry = [lines[start]]
     for line in lines[start + 1:]:
         if not line.strip():
@@ -108,11 +108,15 @@ def test_greeting_and_survey_invitation_follow_each_service(tmp_path: Path) -> N
     ))
     render(s, tmp_path / "etc", InstancePaths("/srv/x", "/m"))
     ext = (tmp_path / "etc" / "extensions.conf").read_text()
-    every = ["Playback(${PROMPT_GREETING})", "UserEvent(MadoPrompt,prompt: greeting,"]
+    # in this order: the greeting unanswered, then the answer (without Answer()'s wait of
+    # up to 500 ms for the caller's first media frame), told to the controller
+    every = ["Playback(${PROMPT_GREETING},noanswer)", "UserEvent(MadoPrompt,prompt: greeting,",
+             "Answer(,i)", "UserEvent(MadoAnswered)"]
     a, b, c = (greet_entry(ext, q) for q in ("qa", "qb", "qc"))
     for entry, then in ((a, "mado-queue,qa,1"), (b, "mado-invite-qb,s,1"),
                         (c, "mado-queue,qc,1")):
         assert all(part in entry for part in every), entry
+        assert [entry.index(part) for part in every] == sorted(entry.index(p) for p in every)
         assert entry.rstrip().endswith(f"Goto({then})")
     assert "Set(MADO_SURVEY=1)" in a and "mado-invite" not in a
     assert "Goto(mado-invite-qb,s,1)" in b
