@@ -81,21 +81,25 @@ def live_call(call_settings: Settings, controller: Proc,
               tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     """A citizen talking to an operator (op01) while the test attacks the door."""
     phones = start_phones(call_settings, ["op01"], tmp_path / "phones")
-    assert send(call_settings, AgentLogin(tenant="city", endpoint="op01",
-                                          queues=["citizens"]))["ok"]
-    wait_until(lambda: "op01" in members(call_settings), 10, "op01 not logged in")
-    caller = run_sipp(call_settings, "uac_hangup_on_cue.xml", DID, tmp_path / "caller",
-                      duration_ms=120000, background=True, timeout=150,
-                      keys={"caller": "0901111111", "rtp_port": "4000"})
-    assert isinstance(caller, subprocess.Popen)
-    wait_until(lambda: any(c.status == "active" and c.agent_connected_at
-                           for c in calls(call_settings)),
-               20, "the live call was not answered by the operator")
-    yield caller
-    if caller.poll() is None:
-        hang_up(caller)
-        caller.wait(10)
-    phones.stop()
+    caller: subprocess.Popen[str] | None = None
+    try:
+        assert send(call_settings, AgentLogin(tenant="city", endpoint="op01",
+                                              queues=["citizens"]))["ok"]
+        wait_until(lambda: "op01" in members(call_settings), 10, "op01 not logged in")
+        started = run_sipp(call_settings, "uac_hangup_on_cue.xml", DID, tmp_path / "caller",
+                           duration_ms=120000, background=True, timeout=150,
+                           keys={"caller": "0901111111", "rtp_port": "4000"})
+        assert isinstance(started, subprocess.Popen)
+        caller = started
+        wait_until(lambda: any(c.status == "active" and c.agent_connected_at
+                               for c in calls(call_settings)),
+                   20, "the live call was not answered by the operator")
+        yield caller
+    finally:  # (also when the set-up failed: no phone or caller outlives the test)
+        if caller is not None and caller.poll() is None:
+            hang_up(caller)
+            caller.wait(10)
+        phones.stop()
 
 
 def test_the_trunk_is_known_by_its_address_and_no_answer_names_an_account(
