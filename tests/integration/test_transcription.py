@@ -346,8 +346,10 @@ def test_queued_callback_is_transcribed_on_the_original_call(
     client = redis.Redis.from_url(tx_settings.redis.url)
     citizen = start_citizen(tx_settings, tmp_path / "citizen", 20000)
     try:
+        # op01 talks well past the asker's key press: the asker hears the greeting before
+        # the answer (early media) and presses the key 8 s after it
         busy = run_sipp(tx_settings, "uac_hangup.xml", DID, tmp_path / "busy",
-                        duration_ms=12000, background=True,
+                        duration_ms=25000, background=True,
                         keys={"caller": "0901000001", "rtp_port": "4000"})
         assert isinstance(busy, subprocess.Popen)
         wait_until(lambda: members(tx_settings)["op01"]["in_call"], 15, "op01 not busy")
