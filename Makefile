@@ -40,7 +40,7 @@ lint: ## ruff, mypy, bandit (our packages) and pip-audit (the installed, pinned 
 	    if grep -qE 'could not be audited|ConnectionError|Max retries|NameResolution|timed out' \
 	        .cache/pip-audit.txt; then \
 	      echo "make lint: pip-audit could not reach its vulnerability database (by default" \
-	        "PyPI's JSON API, https://pypi.org/pypi/NAME/VERSION/json; api.osv.dev with" \
+	        "the package index's JSON API; the OSV database with" \
 	        "PIP_AUDIT_FLAGS=\"--vulnerability-service osv\"), so no dependency was checked." \
 	        "Run it where one of them answers." >&2; \
 	    else \
