@@ -69,6 +69,9 @@ class Outcome:
     # per Call-ID: the final responses recorded, the answered calls hung up
     final: set[str] = field(default_factory=set, repr=False)
     done: set[str] = field(default_factory=set, repr=False)
+    # (flood) the wall-clock times of the first and the last request sent
+    first_sent: float = field(default=0.0, repr=False)
+    last_sent: float = field(default=0.0, repr=False)
 
     def as_dict(self) -> dict[str, object]:
         return {"case": self.case, "sent": self.sent, "responses": self.responses,
@@ -376,11 +379,13 @@ def flood(target: Target, count: int, *, seconds: float, source: str | None = No
             dialog = Dialog.new(f"flood{i}")
             invite = request("INVITE", wire, dialog, body=sdp(wire))
             invites[dialog.call_id.decode()] = invite
+            outcome.first_sent = outcome.first_sent or time.time()
             wire.send(invite)
             outcome.sent += 1
             if cancel:
                 wire.send(cancel_for(invite))
                 outcome.sent += 1
+            outcome.last_sent = time.time()
             if rate:
                 _drain(wire, invites if acknowledge else {}, outcome, 1.0 / rate, 1.0 / rate)
             elif i % 20 == 19:
