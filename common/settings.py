@@ -44,6 +44,8 @@ class SiteSettings:
     timezone: str = "Asia/Tokyo"
     language: str = "ja"
     log_level: str = "INFO"
+    # Which of ``[[sites]]`` these processes are (empty: the single-site form, no edge)
+    id: str = ""
 
 
 @dataclass(frozen=True)
@@ -302,6 +304,37 @@ class Department:
 
 
 @dataclass(frozen=True)
+class EdgeSettings:
+    """The Kamailio SIP edge in front of the sites (docs/sites.md); comments in
+    config/defaults.toml."""
+
+    bind: str = "127.0.0.1"
+    port: int = 5080
+    rpc_port: int = 5081
+    carrier: str = ""
+    probe_interval: int = 1
+    probe_failures: int = 2
+    probe_timeout_ms: int = 1000
+    invite_timeout_ms: int = 1500
+    failback_seconds: int = 60
+    takeover_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
+class Site:
+    """One operator site: its own Asterisk, ari_app, kiosk bridge and transcriber, with
+    the operators' phones registered to it; the data tier is shared."""
+
+    id: str
+    name: str
+    sip: str  # host:port of its Asterisk (where the edge sends calls)
+    web: str  # its web address, for the kiosks and the consoles
+    name_en: str = ""
+    priority: int = 10  # the edge sends new calls to the healthy site of the highest
+    redis_prefix: str = ""  # its live state in the shared Redis; empty: "mado-<id>"
+
+
+@dataclass(frozen=True)
 class Settings:
     site: SiteSettings = field(default_factory=SiteSettings)
     asterisk: AsteriskSettings = field(default_factory=AsteriskSettings)
@@ -322,6 +355,22 @@ class Settings:
     kpi: KpiSettings = field(default_factory=KpiSettings)
     kiosks: tuple[Kiosk, ...] = ()
     kiosk_categories: tuple[KioskCategory, ...] = ()
+    edge: EdgeSettings = field(default_factory=EdgeSettings)
+    sites: tuple[Site, ...] = ()
+
+    @property
+    def multi_site(self) -> bool:
+        """Two or more sites behind the edge (``[[sites]]``); else the single-site form."""
+        return bool(self.sites)
+
+    @property
+    def this_site(self) -> Site | None:
+        """The site these processes belong to (``site.id``), None in the single-site form."""
+        return next((s for s in self.sites if s.id == self.site.id), None)
+
+    def site_prefix(self, site: Site) -> str:
+        """The Redis key prefix of ``site``'s live state."""
+        return site.redis_prefix or f"mado-{site.id}"
 
     @property
     def data_dir(self) -> Path:
@@ -395,6 +444,96 @@ def _validate(s: Settings) -> None:
         if dep.tenant not in tenants:
             raise SettingsError(f"departments[{i}].tenant", f"unknown tenant {dep.tenant!r}")
     _validate_kiosks(s, tenants)
+    _validate_sites(s)
+
+
+def _host_port(value: str) -> tuple[str, int] | None:
+    found = re.fullmatch(r"(\d{1,3}(?:\.\d{1,3}){3}|[A-Za-z0-9.-]+):(\d{1,5})", value)
+    if not found or not 1 <= int(found.group(2)) <= 65535:
+        return None
+    return found.group(1), int(found.group(2))
+
+
+def _validate_sites(s: Settings) -> None:
+    """``[edge]`` and ``[[sites]]``: the two-site form (docs/sites.md)."""
+    e = s.edge
+    for key in ("port", "rpc_port"):
+        if not 1 <= getattr(e, key) <= 65535:
+            raise SettingsError(f"edge.{key}", f"{getattr(e, key)} is not a port number "
+                                "(1-65535)")
+    if e.port == e.rpc_port:
+        raise SettingsError("edge.rpc_port", "must differ from edge.port")
+    if not 1 <= e.probe_interval <= 60:
+        raise SettingsError("edge.probe_interval", "must be 1 to 60 seconds")
+    if not 1 <= e.probe_failures <= 10:
+        raise SettingsError("edge.probe_failures", "must be 1 to 10 missed probes")
+    if not 100 <= e.probe_timeout_ms <= 30000:
+        raise SettingsError("edge.probe_timeout_ms", "must be 100 to 30000 ms")
+    if not 200 <= e.invite_timeout_ms <= 30000:
+        raise SettingsError("edge.invite_timeout_ms", "must be 200 to 30000 ms")
+    if e.failback_seconds < e.probe_interval:
+        raise SettingsError("edge.failback_seconds", "must be at least edge.probe_interval "
+                            "(a lost site must answer this long before it takes calls again)")
+    if e.takeover_seconds < 0:
+        raise SettingsError("edge.takeover_seconds", "must be 0 or more seconds")
+    if e.carrier and not re.fullmatch(r"sip:[^\s;]+", e.carrier):
+        raise SettingsError("edge.carrier", f"{e.carrier!r} is not a SIP URI like "
+                            "sip:192.0.2.10:5060")
+    if not s.sites:
+        if s.site.id:
+            raise SettingsError("site.id", f"{s.site.id!r} names no site: there are no "
+                                "[[sites]] (leave site.id empty for the single-site form)")
+        return
+    if len(s.sites) < 2:
+        raise SettingsError("sites", "the two-site form needs at least two [[sites]] "
+                            "(remove the one entry for the single-site form)")
+    ids: set[str] = set()
+    addresses: set[str] = set()
+    prefixes: set[str] = set()
+    for i, site in enumerate(s.sites):
+        at = f"sites[{i}]"
+        if not re.fullmatch(r"[a-z][a-z0-9]{0,15}", site.id) or site.id in ids:
+            raise SettingsError(f"{at}.id", "use a unique id of lower-case letters and "
+                                "digits (at most 16), starting with a letter")
+        ids.add(site.id)
+        if not site.name.strip():
+            raise SettingsError(f"{at}.name", "the site's name (Japanese) is required")
+        if _host_port(site.sip) is None:
+            raise SettingsError(f"{at}.sip", f"{site.sip!r} is not host:port of the site's "
+                                "Asterisk (e.g. 127.0.0.2:5060)")
+        if site.sip in addresses:
+            raise SettingsError(f"{at}.sip", f"{site.sip} is already another site's")
+        addresses.add(site.sip)
+        if not re.fullmatch(r"https?://[^\s/]+/?.*", site.web):
+            raise SettingsError(f"{at}.web", f"{site.web!r} is not an http(s) address")
+        if not 0 <= site.priority <= 1000:
+            raise SettingsError(f"{at}.priority", "must be 0 to 1000 (higher is first)")
+        prefix = s.site_prefix(site)
+        if prefix in prefixes:
+            raise SettingsError(f"{at}.redis_prefix", f"{prefix!r} is another site's")
+        prefixes.add(prefix)
+    if len({site.priority for site in s.sites}) != len(s.sites):
+        raise SettingsError("sites", "give every site its own priority: the edge tries "
+                            "them in that order")
+    if s.site.id and s.site.id not in ids:
+        raise SettingsError("site.id", f"{s.site.id!r} is not one of the sites "
+                            f"({', '.join(sorted(ids))})")
+    if s.site.id:
+        if e.bind not in s.trunk.match:
+            raise SettingsError("trunk.match", f"a site takes its calls from the edge: "
+                                f"trunk.match must hold edge.bind ({e.bind})")
+        here = s.this_site
+        assert here is not None  # nosec B101 # site.id is one of the ids (checked above)
+        if here.sip != f"{s.asterisk.sip_bind}:{s.asterisk.sip_port}":
+            raise SettingsError("asterisk.sip_port", f"site {here.id!r} is reached at "
+                                f"{here.sip} (sites[].sip), but its Asterisk would listen "
+                                f"on {s.asterisk.sip_bind}:{s.asterisk.sip_port}: set "
+                                "asterisk.sip_bind and asterisk.sip_port to match")
+        own = s.site_prefix(here)
+        if s.redis.prefix != own:
+            raise SettingsError("redis.prefix", f"site {s.site.id!r} keeps its live state "
+                                f"under {own!r} (sites[].redis_prefix), not "
+                                f"{s.redis.prefix!r}: set redis.prefix = {own!r}")
 
 
 def _validate_site(s: Settings) -> None:

@@ -27,6 +27,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Debian's kamailio package enables its own service (the stock configuration on every
+# address, port 5060, where an Asterisk may listen): the project runs Kamailio itself
+# (stack/edge.py), so the packaged service stays off.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled kamailio >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then
+    systemctl disable --now kamailio >/dev/null 2>&1 || true
+  else
+    echo "setup: the packaged kamailio service is enabled; disable it (it may take port" \
+         "5060): sudo systemctl disable --now kamailio" >&2
+  fi
+fi
+
 # Python environment (a venv in .venv; the pinned dependencies from pyproject.toml).
 PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
