@@ -65,6 +65,8 @@ class CallbackService:
         self.calls = calls
         self.transcription = transcription
         self.app = settings.asterisk.ari_app
+        # this site's callbacks only (the two-site form shares the table)
+        self.site = settings.site.id or None
         self.call_of: dict[int, str] = {}  # callback id -> original call id
         # set by the dispatcher: deliver an event to a call's task after a delay
         self.later: Callable[[str, str, float], None] = lambda _call, _kind, _delay: None
@@ -198,7 +200,7 @@ class CallbackService:
                 service_id=service.id if service else "", queue=queue, number=number,
                 position=position, status="pending", attempts=0,
                 max_attempts=service.callback_max_attempts if service else 3,
-                requested_at=now, next_attempt_at=now)
+                requested_at=now, next_attempt_at=now, site=self.site)
             db.add(callback)
             db.flush()
             cb_id = callback.id
@@ -222,7 +224,8 @@ class CallbackService:
         now = datetime.now(UTC)
         with self.factory() as db:
             due = list(db.scalars(select(Callback).where(
-                Callback.status == "pending", Callback.next_attempt_at <= now)))
+                Callback.status == "pending", Callback.next_attempt_at <= now, self._own())
+                .order_by(Callback.reason.is_(None), Callback.requested_at)))
         for callback in due:
             await self._place(callback)
 
@@ -250,6 +253,9 @@ class CallbackService:
                                 {"callback": callback.id, "position": position,
                                  "attempt": callback.attempts + 1},
                                 f"callback_placed:{callback.id}:{callback.attempts + 1}")
+
+    def _own(self) -> Any:
+        return Callback.site == self.site if self.site else Callback.site.is_(None)
 
     def _update(self, cb_id: int, **values: Any) -> None:
         with transaction(self.factory) as db:
@@ -384,7 +390,8 @@ class CallbackService:
         """A placed callback whose placeholder no longer exists (Asterisk restarted, or it
         left the queue without an operator) goes back to pending."""
         with self.factory() as db:
-            placed = list(db.scalars(select(Callback).where(Callback.status == "placed")))
+            placed = list(db.scalars(select(Callback).where(Callback.status == "placed",
+                                                            self._own())))
         if not placed:
             return
         try:

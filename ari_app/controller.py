@@ -25,6 +25,7 @@ from ari_app.presence import PresenceMonitor
 from ari_app.queues import QueueManager
 from ari_app.services import CallService
 from ari_app.session import CallSession
+from ari_app.sites import SiteWatch
 from ari_app.stasis import StasisDispatcher
 from ari_app.supervision import SupervisionService
 from ari_app.survey import SurveyService
@@ -62,7 +63,7 @@ class Controller:
         self.engine = make_engine(settings.database_url)
         init_schema(self.engine)
         factory = session_factory(self.engine)
-        self.store = TimelineStore(factory)
+        self.store = TimelineStore(factory, settings.site.id)
         self.notifier = Notifier(self.redis, self.keys, settings.redis.event_stream_maxlen)
         self.recorder = Recorder(self.notifier.publish)
         self.transcription = TranscriptionService(self.ari, self.notifier, settings,
@@ -113,6 +114,9 @@ class Controller:
         self.ami.on_disconnect.append(self.heartbeat.changed)
         self.asterisk_state: dict[str, str] = {"asterisk": "down",
                                                "asterisk_detail": "not contacted yet"}
+        # the two-site form: every site's state, and a lost site's cut calls (docs/sites.md)
+        self.sites = SiteWatch(settings, self.redis, self.keys, self.notifier.publish,
+                               factory, self.store) if settings.this_site else None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = asyncio.Event()
 
@@ -128,6 +132,8 @@ class Controller:
                                 name="transcription-retry"),
             asyncio.create_task(self._sweep_orphans(), name="orphan-sweep"),
         ]
+        if self.sites is not None:
+            self._tasks.append(asyncio.create_task(self.sites.run(), name="sites"))
         await self._stopping.wait()
 
     def request_stop(self) -> None:

@@ -43,8 +43,15 @@ class NewCall:
 
 
 class TimelineStore:
-    def __init__(self, factory: sessionmaker[Session]) -> None:
+    def __init__(self, factory: sessionmaker[Session], site: str = "") -> None:
+        """``site``: this controller's operator site (``site.id``; empty in the
+        single-site form). Its calls carry it, and it reconciles only its own."""
         self._factory = factory
+        self.site = site or None
+
+    def _own(self) -> Any:
+        """The calls of this site (in the single-site form: those of no site)."""
+        return Call.site == self.site if self.site else Call.site.is_(None)
 
     def _insert_event(self, session: Session, call_id: str, kind: str, at: datetime,
                       data: dict[str, Any], dedup_key: str, source: str) -> bool:
@@ -61,6 +68,12 @@ class TimelineStore:
         result = session.execute(stmt)
         return bool(getattr(result, "rowcount", 0))
 
+    def insert_event(self, session: Session, call_id: str, kind: str, at: datetime,
+                     data: dict[str, Any], dedup_key: str | None = None,
+                     source: str = "ari") -> bool:
+        """A timeline row inside the caller's own transaction (idempotent, as ``record``)."""
+        return self._insert_event(session, call_id, kind, at, data, dedup_key or kind, source)
+
     def call_arrived(self, call: NewCall, data: dict[str, Any]) -> bool:
         """Create the call (if new) and its 'arrived' event. True when newly recorded."""
         with transaction(self._factory) as session:
@@ -68,7 +81,8 @@ class TimelineStore:
                 session.add(Call(
                     id=call.call_id, tenant_id=call.tenant_id, service_id=call.service_id,
                     channel=call.channel, did=call.did, caller=call.caller,
-                    caller_name=call.caller_name, arrived_at=call.arrived_at, status="active"))
+                    caller_name=call.caller_name, arrived_at=call.arrived_at, status="active",
+                    site=self.site))
                 session.flush()
             return self._insert_event(session, call.call_id, "arrived", call.arrived_at,
                                       data, "arrived", "ari")
@@ -115,7 +129,8 @@ class TimelineStore:
                 session.add(Call(
                     id=call.call_id, tenant_id=call.tenant_id, service_id=call.service_id,
                     channel=call.channel, did=call.did, caller=call.caller,
-                    caller_name=call.caller_name, arrived_at=call.arrived_at, status="active"))
+                    caller_name=call.caller_name, arrived_at=call.arrived_at, status="active",
+                    site=self.site))
 
     def update_call(self, call_id: str, only_if_null: tuple[str, ...] = (),
                     **values: Any) -> None:
@@ -143,7 +158,7 @@ class TimelineStore:
         """The call ``agent`` answered last in ``queue`` whose talk time is still open."""
         with self._factory() as session:
             return session.scalars(
-                select(Call.id).where(Call.queue == queue, Call.agent == agent,
+                select(Call.id).where(Call.queue == queue, Call.agent == agent, self._own(),
                                       Call.agent_connected_at.is_not(None),
                                       Call.talk_seconds.is_(None))
                 .order_by(Call.agent_connected_at.desc()).limit(1)).first()
@@ -154,7 +169,8 @@ class TimelineStore:
 
     def active_call_ids(self) -> list[str]:
         with self._factory() as session:
-            return list(session.scalars(select(Call.id).where(Call.status == "active")))
+            return list(session.scalars(select(Call.id).where(Call.status == "active",
+                                                              self._own())))
 
 
 class CalendarStore:

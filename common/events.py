@@ -263,7 +263,34 @@ class ComponentState(Event):
     detail: str = ""
 
 
+@event("site.state")
+@dataclass(frozen=True, kw_only=True)
+class SiteState(Event):
+    """The two-site form (docs/sites.md): a site's state as one site's controller sees
+    it -- the edge's probes and the site's own controller -- changed."""
+
+    site: str
+    state: str  # up | down | unknown
+    edge: str = ""  # up | down | probing | unreachable (the edge's dispatcher)
+    controller: str = ""  # up | down (the site's ari_app reports ARI connected)
+    seen_by: str = ""  # the site whose controller saw it
+    serving: str = ""  # the site the edge sends new calls to now ("" none / unknown)
+
+
+@event("site.takeover")
+@dataclass(frozen=True, kw_only=True)
+class SiteTakeover(Event):
+    """A lost site's cut calls were listed as callbacks at the surviving site."""
+
+    lost: str
+    by: str
+    calls: int  # calls of the lost site closed as cut
+    callbacks: int  # of those, listed as callbacks (a number to call back)
+
+
 __all__ = [
+    "SiteState",
+    "SiteTakeover",
     "QueueCallerState",
     "QueueMemberState",
     "CallAnswered",

@@ -41,6 +41,12 @@ class Keys:
         Outside ``health_pattern`` on purpose: it is not a heartbeat hash."""
         return f"{self.prefix}:health-seen:{component}"
 
+    @property
+    def sites(self) -> str:
+        """Hash site id -> JSON state of every site as this site's controller sees it
+        (the two-site form, ari_app.sites)."""
+        return f"{self.prefix}:sites"
+
     def call(self, call_id: str) -> str:
         """Hash with the live state of one call."""
         return f"{self.prefix}:call:{call_id}"

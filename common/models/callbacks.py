@@ -32,3 +32,8 @@ class Callback(Base):
     placeholder: Mapped[str | None] = mapped_column(String(96))  # ARI channel id
     agent: Mapped[str | None] = mapped_column(String(64))
     last_result: Mapped[str | None] = mapped_column(String(32))
+    # Why: None when the caller asked for it; "site_lost" for a call cut by the loss of
+    # its operator site (listed first, "切断された通話", docs/sites.md)
+    reason: Mapped[str | None] = mapped_column(String(16))
+    # The operator site that places it (None in the single-site form)
+    site: Mapped[str | None] = mapped_column(String(16), index=True)

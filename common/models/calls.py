@@ -59,6 +59,10 @@ class Call(Base):
     # to, or ``tel:<number>`` that they stated and agreed to (web.console.citizen_ref_*).
     # A kiosk call's ``caller`` is the kiosk, shared by every citizen who uses it.
     citizen_ref: Mapped[str | None] = mapped_column(String(80), index=True)
+    # The operator site whose Asterisk carried the call (``site.id``; None in the
+    # single-site form): a site's controller reconciles only its own calls, and the
+    # calls a lost site cut are found by it (docs/sites.md).
+    site: Mapped[str | None] = mapped_column(String(16), index=True)
 
     events: Mapped[list[CallEvent]] = relationship(
         back_populates="call", order_by="CallEvent.at, CallEvent.id", cascade="all, delete-orphan"
