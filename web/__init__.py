@@ -33,6 +33,7 @@ from web import (
     operator,
     security,
     sessions,
+    sites,
     sse,
     staff,
     supervisor,
@@ -81,6 +82,7 @@ def create_app(test_config: dict[str, Any] | None = None,
 
     app.register_blueprint(home.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(sites.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(operator.bp)

@@ -36,6 +36,7 @@ from web.access import actor, ensure_tenant
 from web.db import get_keys, get_redis, get_settings, resources
 
 OPEN = ("pending", "placed", "connecting")
+SITE_LOST = "site_lost"  # Callback.reason of a call cut by the loss of its site
 CANCELLABLE = ("pending", "placed")
 CANCELLED = "cancelled"
 LIST_MAX = 200
@@ -81,6 +82,7 @@ class CallbackRow:
     unmasked: bool
     case_link: bool
     cancellable: bool
+    cut: bool = False  # a call cut by the loss of its operator site
 
     @property
     def open(self) -> bool:
@@ -99,14 +101,17 @@ def valid_service(tenant_id: str, service_id: str) -> bool:
 
 def load(db: Session, tenant_id: str, service_id: str = "",
          now: datetime | None = None) -> list[Callback]:
-    """Open callbacks (oldest request first), then today's closed ones (newest first)."""
+    """Open callbacks (calls cut by a lost site first, then oldest request first), then
+    today's closed ones (newest first)."""
     since = console.day_start(get_settings(), now)
     where = [Callback.tenant_id == tenant_id]
     if service_id:
         where.append(Callback.service_id == service_id)
     open_rows = list(db.scalars(
         select(Callback).where(*where, Callback.status.in_(OPEN))
-        .order_by(Callback.requested_at, Callback.id).limit(LIST_MAX)))
+        # calls cut by the loss of a site first (docs/sites.md), then oldest first
+        .order_by(Callback.reason.is_(None), Callback.requested_at, Callback.id)
+        .limit(LIST_MAX)))
     closed = list(db.scalars(
         select(Callback).where(*where, Callback.status.not_in(OPEN),
                                or_(Callback.requested_at >= since,
@@ -160,7 +165,8 @@ def rows_for(db: Session, user: User, service_id: str = "") -> list[CallbackRow]
             completed_at=cb.completed_at, last_result=cb.last_result or "",
             number=cb.number if unmasked else mask(cb.number or ""), unmasked=unmasked,
             case_link=supervisor or cb.call_id in own_calls,
-            cancellable=supervisor and cb.status in CANCELLABLE))
+            cancellable=supervisor and cb.status in CANCELLABLE,
+            cut=cb.reason == SITE_LOST))
     audit_unmasked(user, [r.id for r in out if r.unmasked])
     return out
 

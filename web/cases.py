@@ -157,7 +157,8 @@ def outcome_labels() -> dict[str, str]:
     """How a contact ended (``Call.outcome``), for the earlier contacts."""
     return {"answered": _("Answered"), "abandoned": _("Hung up while waiting"),
             "rejected": _("Not accepted"), "out_of_hours": _("Outside service hours"),
-            "callback": _("Callback booked")}
+            "callback": _("Callback booked"),
+            "site_lost": _("Cut by the loss of the operator site")}
 
 
 def disposition_labels() -> dict[str, str]:

@@ -78,6 +78,10 @@ def project(ev: Event, viewer: Viewer, queue_tenant: dict[str, str],
                                            "reason", "status", "in_call")}
         return {k: d.get(k) for k in ("queue", "call_id", "state", "waiting",
                                        "wait_seconds", "agent")}
+    if t == "site.state":  # the two-site form: no personal data, every console
+        return {k: d.get(k) for k in ("site", "state", "serving")}
+    if t == "site.takeover":
+        return {k: d.get(k) for k in ("lost", "by")}
     tenant = d.get("tenant")
     if tenant != viewer.tenant:
         return None

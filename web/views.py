@@ -14,6 +14,7 @@ from flask_babel.speaklater import LazyString
 
 from web.db import get_settings
 from web.i18n import LANGUAGES
+from web.sites import current_site_bar
 
 
 def tenant_name(tenant_id: str | None) -> str:
@@ -91,7 +92,12 @@ def _context() -> dict[str, Any]:
         "nav_items": nav_items,
         "has_endpoint": has_endpoint,
         "outcome_label": outcome_label,
+        "site_bar": _site_bar,
     }
+
+
+def _site_bar() -> Any:
+    return current_site_bar()
 
 
 def init_app(app: Flask) -> None:

@@ -148,11 +148,33 @@
 
   scheduleRefresh();
 
+  // -- the two-site form: the bar above the page, redrawn when a site changes --------
+  function refreshSiteBar() {
+    var bar = document.getElementById("site-bar");
+    var url = bar && bar.getAttribute("data-site-bar-url");
+    if (!url) { return; }
+    fetch(url, {credentials: "same-origin"}).then(function (r) {
+      return r.ok ? r.text() : null;
+    }).then(function (html) {
+      if (html === null) { return; }
+      var holder = document.createElement("div");
+      holder.innerHTML = html;
+      var fresh = holder.querySelector("#site-bar");
+      var now = document.getElementById("site-bar");
+      if (fresh && now) { now.replaceWith(fresh); }
+    }).catch(function () { /* the next event tries again */ });
+  }
+
+  if (document.getElementById("site-bar")) { window.setInterval(refreshSiteBar, 10000); }
+
   // -- events ---------------------------------------------------------------------
   function handle(ev) {
     var d = ev.data || {};
     var type = String(ev.type || "");
-    if (type.indexOf("call.") === 0 || type === "queue.caller") { refreshCallbacks(); }
+    if (type.indexOf("call.") === 0 || type === "queue.caller" || type === "site.takeover") {
+      refreshCallbacks();
+    }
+    if (type.indexOf("site.") === 0) { refreshSiteBar(); }
     if (ev.type === "command.result") {
       // a refusal is said in words; the machine-readable code stays out of the page
       say(d.ok ? msg("ok") : (msg("code-" + (d.code || "")) || msg("failed")));
