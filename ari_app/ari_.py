@@ -14,6 +14,14 @@ WebSocket, ``RESTRequest``/``RESTResponse`` matched by ``request_id``): ~0.2 ms 
 trip here against ~0.6 ms for HTTP, a fraction of httpx's CPU per request, and no
 connection or thread per request in Asterisk. Without a websocket (starting up,
 reconnecting) they go over HTTP; ``over_ws=False`` forces HTTP.
+
+Asterisk reads the websocket's requests one at a time, and a request it hands to one
+channel's control queue (``POST /channels/{id}/answer``, ``.../continue``,
+``/bridges/{id}/addChannel`` ...) waits there until that channel has finished what it
+is doing -- a prompt can take seconds. Over the websocket such a wait would hold up the
+requests of every other call (seen: all new calls routed in bursts every 4 s while
+callbacks played their notice to operators), so these go over HTTP, where Asterisk
+serves each request in its own thread (``CONTROL``).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import base64
 import itertools
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -36,6 +45,9 @@ from ari_app.exceptions import AriAuthError, AriError, AriNotFound, AriUnavailab
 logger = logging.getLogger(__name__)
 
 EventCallback = Callable[[dict[str, Any]], None]
+
+#: Requests that wait on one channel's control queue: always over HTTP (module docstring)
+CONTROL = re.compile(r"^/?(channels/[^/?]+/[A-Za-z]+|bridges/[^/?]+/(addChannel|removeChannel))$")
 ConnectCallback = Callable[[], Awaitable[None]]
 
 
@@ -73,7 +85,7 @@ class AriClient:
     async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                       json_body: Any = None, over_ws: bool = True) -> Any:
         clean = {k: v for k, v in (params or {}).items() if v is not None}
-        if over_ws and self._ws is not None:
+        if over_ws and self._ws is not None and not CONTROL.match(path):
             return await self._ws_request(self._ws, method, path, clean, json_body)
         try:
             resp = await self._http.request(method, path, params=clean, json=json_body)
