@@ -91,7 +91,10 @@ def render_config(settings: Settings, list_path: Path) -> str:
     return env.get_template(TEMPLATE).render(
         edge=edge,
         debug_level=LOG_LEVELS.get(settings.site.log_level.upper(), 1),
-        children=2,
+        # one SIP worker: messages leave in the order they came in (with two, a 183 sent
+        # 1 ms before the 200 could be relayed after it, and a CANCEL overtake its
+        # INVITE); one worker relays thousands of messages a second
+        children=1,
         dispatcher_list=str(list_path),
         inactive_threshold=failback_probes(settings),
         ping_reply_codes=";".join(PING_REPLY_CODES),
