@@ -48,8 +48,10 @@ SITE_IPS = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
 CARRIER_IP = "127.0.0.20"
 SIPP = PROJECT_ROOT / "tests" / "sipp"
 UAC_HOLD = SIPP / "uac_edge_hold.xml"
+UAC_WAIT_BYE = SIPP / "uac_edge_wait_bye.xml"
 DEFAULT_SITES = (("a", "本庁舎", "City hall", 20), ("b", "北支所", "North branch", 10))
 PRE_QUEUE_PROMPTS = ("greeting", "survey_invite")
+RTP_PORTS = 1200  # per site: enough for the 50 lines of the capacity site file
 
 
 def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
@@ -131,7 +133,9 @@ class SitesStack:
                  silent_greeting: bool = True, web: bool = False,
                  edge_overrides: dict[str, Any] | None = None,
                  redis_url: str = "", database_url: str = "",
+                 environ: dict[str, str] | None = None,
                  log: Callable[[str], None] = logger.info) -> None:
+        """``environ``: more settings for every process (``MADOGUCHI_...`` variables)."""
         self.base_site_file = base_site_file
         self.own_tmp = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="mado-sites-"))
@@ -142,6 +146,7 @@ class SitesStack:
         self.redis_url = redis_url
         self.database_url = database_url
         self.log = log
+        self.extra_environ = environ or {}
         self.redis_proc: subprocess.Popen[bytes] | None = None
         self.edge: Edge | None = None
         self.sites: dict[str, SiteRun] = {}
@@ -205,6 +210,7 @@ class SitesStack:
                "MADOGUCHI_TRUNK__MATCH": EDGE_IP,
                "MADOGUCHI_TRUNK__QUALIFY_SECONDS": "0",
                "MADOGUCHI_TRANSCRIPTION__ENABLED": "false"}
+        env.update(self.extra_environ)
         if site_id:
             env["MADOGUCHI_SITE__ID"] = site_id
             env["MADOGUCHI_REDIS__PREFIX"] = f"mado-{site_id}"
@@ -212,7 +218,7 @@ class SitesStack:
         return env
 
     def _start_site(self, sid: str, ip: str, sip_port: int, sounds: Path) -> None:
-        rtp = free_udp_range(400)
+        rtp = free_udp_range(RTP_PORTS)
         rootfs = Path(load_settings(self._environ("")).asterisk.rootfs)
         rootfs = (rootfs if rootfs.is_absolute() else PROJECT_ROOT / rootfs).resolve()
         assert self.edge is not None  # nosec B101 # started above
@@ -224,7 +230,8 @@ class SitesStack:
             MADOGUCHI_ASTERISK__SIP_PORT=str(sip_port),
             MADOGUCHI_ASTERISK__HTTP_BIND=ip, MADOGUCHI_ASTERISK__HTTP_PORT=str(free_port()),
             MADOGUCHI_ASTERISK__AMI_BIND=ip, MADOGUCHI_ASTERISK__AMI_PORT=str(free_port()),
-            MADOGUCHI_ASTERISK__RTP_START=str(rtp), MADOGUCHI_ASTERISK__RTP_END=str(rtp + 399),
+            MADOGUCHI_ASTERISK__RTP_START=str(rtp),
+            MADOGUCHI_ASTERISK__RTP_END=str(rtp + RTP_PORTS - 1),
             MADOGUCHI_ASTERISK__ARI_APP=f"mado-{sid}",
             MADOGUCHI_TRUNK__CONTACT=f"sip:{edge.bind}:{edge.port}",
             MADOGUCHI_WEB__BIND=ip, MADOGUCHI_WEB__PORT=str(free_port()))
@@ -292,7 +299,8 @@ class SitesStack:
 
     def phones_up(self, site_id: str, endpoints: list[str],
                   scenario: Path = SIPP / "uas_phone.xml",
-                  trace: Path | None = None) -> subprocess.Popen[bytes]:
+                  trace: Path | None = None,
+                  extra_args: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
         """Register ``endpoints`` at the site from one SIPp (127.0.0.1), which answers
         every call to them (``trace``: log every message there, SIPp -trace_msg)."""
         run = self.sites[site_id]
@@ -315,14 +323,35 @@ class SitesStack:
                 ["sipp", "-sf", str(scenario), "-i", "127.0.0.1", "-mi", "127.0.0.1",
                  "-p", str(port), "-mp", str(free_port(socket.SOCK_DGRAM)), "-nostdin",
                  "-max_socket", "500",
-                 *(["-trace_msg", "-message_file", str(trace)] if trace else [])],
+                 *(["-trace_msg", "-message_file", str(trace)] if trace else []),
+                 *extra_args],
                 cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
         run.phones.append(proc)
         wait_reachable(run.settings, endpoints, timeout=30)
         return proc
 
     def login(self, site_id: str, endpoints: list[str], queue: str) -> None:
-        """Operators log in at the site over its command stream; wait until ready."""
+        """Operators log in at the site over its command stream; wait until ready. A phone
+        the controller does not see reachable yet (its device state lags the registration
+        by a moment) is asked again, for up to 15 s."""
+        deadline = time.monotonic() + 15
+        while True:
+            refused = self._login_once(site_id, endpoints, queue)
+            late = [ep for ep, r in refused.items() if r.get("code") == "phone_unavailable"]
+            if not refused:
+                break
+            if len(late) < len(refused) or time.monotonic() > deadline:
+                raise RuntimeError(f"log-in refused at site {site_id}: {refused}")
+            endpoints = late
+            time.sleep(0.5)
+        run = self.sites[site_id]
+        assert run.asterisk is not None  # nosec B101 # started
+        wait_until(lambda: run.asterisk.cli(f"queue show {queue}").count("(Not in use)")  # type: ignore[union-attr]
+                   >= len(endpoints), 30, f"{queue} at site {site_id}: operators not ready")
+
+    def _login_once(self, site_id: str, endpoints: list[str],
+                    queue: str) -> dict[str, dict[str, Any]]:
+        """Send the log-ins, wait for every answer; the refused ones by endpoint."""
         run = self.sites[site_id]
         client = redis.Redis.from_url(self.redis_url)
         try:
@@ -343,14 +372,9 @@ class SitesStack:
                 return len(results) == len(pending)
 
             wait_until(answered, 30, f"log-in at site {site_id} not answered")
-            refused = {pending[c]: r for c, r in results.items() if not r.get("ok")}
-            if refused:
-                raise RuntimeError(f"log-in refused at site {site_id}: {refused}")
+            return {pending[c]: r for c, r in results.items() if not r.get("ok")}
         finally:
             client.close()
-        assert run.asterisk is not None  # nosec B101 # started
-        wait_until(lambda: run.asterisk.cli(f"queue show {queue}").count("(Not in use)")  # type: ignore[union-attr]
-                   >= len(endpoints), 30, f"{queue} at site {site_id}: operators not ready")
 
     # -------------------------------------------------------------- callers
 
@@ -454,6 +478,9 @@ class SitesStack:
                     except Exception:  # noqa: BLE001 - stopping anyway
                         pass
                 run.asterisk.stop()
+                for log in (run.asterisk.log_file, run.asterisk.full_log):
+                    if not self.own_tmp and log.is_file():  # a kept folder keeps its logs
+                        shutil.copy2(log, run.logdir / f"asterisk-{log.name}")
                 shutil.rmtree(run.asterisk.host_dir, ignore_errors=True)
         if self.edge is not None:
             self.edge.stop()
