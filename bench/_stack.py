@@ -42,7 +42,10 @@ from common.events import decode
 from common.keys import Keys
 from common.models import Call, CallEvent
 from common.settings import Settings, load_settings, settings_override, to_environ
+from stack import loopback
 from stack.asterisk import AsteriskInstance, provide
+from stack.loopback import free_port, free_udp_range
+from stack.loopback import terminate as _terminate
 from stack.render import phones as all_phones
 from stack.testphones import wait_reachable
 
@@ -66,41 +69,14 @@ LOAD_OPERATORS = 50
 PROBE_OPERATORS = 6
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def free_udp_range(size: int) -> int:
-    for _ in range(50):
-        start = free_port(socket.SOCK_DGRAM)
-        if start + size > 65535:  # a wide range: below the ephemeral ones
-            start = 20000 + (start * 7919) % max(1, 65535 - size - 20000)
-        start -= start % 2
-        try:
-            for port in range(start, start + size):
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return start
-    raise RuntimeError("no free UDP port range")
-
-
 def wait_until(predicate: Callable[[], Any], timeout: float, message: str,
                interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - reported below
-            last = exc
-        time.sleep(interval)
-    raise RuntimeError(f"{message} (waited {timeout:.0f} s; last error: {last!r})")
+    """``stack.loopback.wait_until``, failing with RuntimeError (what the benchmarks
+    catch)."""
+    try:
+        return loopback.wait_until(predicate, timeout, message, interval)
+    except TimeoutError as exc:
+        raise RuntimeError(str(exc)) from None
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -670,16 +646,6 @@ class BenchStack:
             if self.asterisk is not None and not self.asterisk.running():
                 shutil.rmtree(self.asterisk.host_dir, ignore_errors=True)
             shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def _terminate(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def now_iso() -> str:

@@ -59,14 +59,8 @@ from bench._stack import (  # noqa: E402
 from common.db import make_engine, session_factory  # noqa: E402
 from common.edge import fetch_routes  # noqa: E402
 from common.models import Call, Callback  # noqa: E402
-from stack.sites import (  # noqa: E402
-    CARRIER_IP,
-    EDGE_IP,
-    SIPP,
-    UAC_WAIT_BYE,
-    SitesStack,
-    wait_until,
-)
+from stack.loopback import wait_until  # noqa: E402
+from stack.sites import CARRIER_IP, EDGE_IP, SIPP, UAC_WAIT_BYE, SitesStack  # noqa: E402
 
 SITE_FILE = ROOT / "bench" / "data" / "capacity-site.toml"  # 50 lines, 1 s wrap-up
 DID = "0312345678"

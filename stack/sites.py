@@ -38,6 +38,7 @@ from common.keys import Keys
 from common.settings import PROJECT_ROOT, Settings, load_settings, to_environ
 from stack.asterisk import AsteriskInstance, provide
 from stack.edge import Edge
+from stack.loopback import free_port, free_udp_range, terminate, wait_until
 from stack.render import phones as all_phones
 from stack.testphones import wait_reachable
 
@@ -52,43 +53,6 @@ UAC_WAIT_BYE = SIPP / "uac_edge_wait_bye.xml"
 DEFAULT_SITES = (("a", "本庁舎", "City hall", 20), ("b", "北支所", "North branch", 10))
 PRE_QUEUE_PROMPTS = ("greeting", "survey_invite")
 RTP_PORTS = 1200  # per site: enough for the 50 lines of the capacity site file
-
-
-def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def free_udp_range(size: int) -> int:
-    for _ in range(50):
-        start = free_port(socket.SOCK_DGRAM)
-        start -= start % 2
-        if start + size > 65535:
-            continue
-        try:
-            for port in range(start, start + size):
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                    s.bind(("0.0.0.0", port))  # nosec B104 # probing that the port is free
-        except OSError:
-            continue
-        return start
-    raise RuntimeError("no free UDP port range")
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, message: str,
-               interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - reported below
-            last = exc
-        time.sleep(interval)
-    raise TimeoutError(f"{message} (waited {timeout:.0f} s; last error: {last!r})")
 
 
 def _toml(value: Any) -> str:
@@ -454,7 +418,7 @@ class SitesStack:
         run = self.sites[site_id]
         assert run.asterisk is not None  # nosec B101 # started once
         for proc in run.phones:
-            _terminate(proc)
+            terminate(proc)
         run.phones.clear()
         run.asterisk.start()
         run.ari_app = self._spawn(run, "ari_app", ["-m", "ari_app.main"])
@@ -466,11 +430,11 @@ class SitesStack:
 
     def close(self) -> None:
         for caller in self._callers:
-            _terminate(caller)
+            terminate(caller)
         for run in reversed(list(self.sites.values())):
             for proc in [*run.phones, run.web, run.ari_app]:
                 if proc is not None:
-                    _terminate(proc)
+                    terminate(proc)
             if run.asterisk is not None:
                 if run.asterisk.running():
                     try:
@@ -485,19 +449,9 @@ class SitesStack:
         if self.edge is not None:
             self.edge.stop()
         if self.redis_proc is not None:
-            _terminate(self.redis_proc)
+            terminate(self.redis_proc)
         if self.own_tmp:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def _terminate(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def main(argv: list[str] | None = None) -> int:

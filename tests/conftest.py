@@ -11,7 +11,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 import redis
 
 from common.settings import Settings, load_settings, settings_override
+from stack import loopback
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 PG_ADMIN_URL = os.environ.get("MADOGUCHI_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -33,18 +33,12 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 
 def wait_until(predicate, timeout: float, message: str, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    """Poll ``predicate`` until it returns a truthy value; fail with ``message``."""
-    deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - reported below
-            last_exc = exc
-        time.sleep(interval)
-    raise AssertionError(f"{message} (waited {timeout} s; last error: {last_exc!r})")
+    """Poll ``predicate`` until it returns a truthy value; fail with ``message``
+    (``stack.loopback.wait_until``, as a test failure)."""
+    try:
+        return loopback.wait_until(predicate, timeout, message, interval)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 @pytest.fixture(scope="session")

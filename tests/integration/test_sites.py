@@ -15,12 +15,15 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from common.db import make_engine, session_factory
 from common.edge import fetch_routes
 from common.models import Call, Callback, CallEvent
-from stack.sites import SitesStack, wait_until
+from common.models.accounts import AuditEntry
+from stack.loopback import wait_until
+from stack.sites import SitesStack
 from web import create_app
 from web.accounts import create_user, make_hasher
 from web.db import resources
@@ -101,9 +104,10 @@ def web_b(sites: SitesStack) -> Iterator[Flask]:
     with app.app_context():
         res = resources(app)
         with res.factory() as db:
-            create_user(db, username="sv-b", tenant_id="city", roles={"supervisor"},
-                        password=PASSWORD, hasher=make_hasher(FAST_ARGON2),
-                        settings=res.settings, must_change_password=False)
+            for name, role in (("sv-b", "supervisor"), ("admin-b", "administrator")):
+                create_user(db, username=name, tenant_id="city", roles={role},
+                            password=PASSWORD, hasher=make_hasher(FAST_ARGON2),
+                            settings=res.settings, must_change_password=False)
             db.commit()
     yield app
     res = resources(app)
@@ -112,13 +116,20 @@ def web_b(sites: SitesStack) -> Iterator[Flask]:
     res.redis.close()
 
 
-def _page(app: Flask, path: str) -> str:
+def _client(app: Flask, username: str = "sv-b") -> FlaskClient:
     client = app.test_client()
-    page = client.get("/auth/login")
-    token = page.get_data(as_text=True).split('name="csrf_token" value="', 1)[1].split('"')[0]
-    client.post("/auth/login", data={"username": "sv-b", "password": PASSWORD,
-                                     "csrf_token": token})
-    return client.get(path).get_data(as_text=True)
+    client.post("/auth/login", data={"username": username, "password": PASSWORD,
+                                     "csrf_token": _token(client, "/auth/login")})
+    return client
+
+
+def _token(client: FlaskClient, path: str) -> str:
+    page = client.get(path).get_data(as_text=True)
+    return page.split('name="csrf_token" value="', 1)[1].split('"')[0]
+
+
+def _page(app: Flask, path: str) -> str:
+    return _client(app).get(path).get_data(as_text=True)
 
 
 def test_new_calls_go_to_the_first_site_by_priority(sites: SitesStack) -> None:
@@ -186,6 +197,35 @@ def test_losing_site_a(sites: SitesStack, web_b: Flask) -> None:
     wait_until(lambda: all(cb.status == "completed" for cb in _callbacks(sites)
                            if cb.reason == "site_lost"), 60,
                "B did not call the cut callers back")
+
+
+def test_an_administrator_gives_a_site_calls_again(sites: SitesStack, web_b: Flask) -> None:
+    """The sites page shows what the edge sees; an administrator's failback reaches the
+    edge at once and is audited -- and a site that still does not answer is marked down
+    again by the probes."""
+    page = _page(web_b, "/sites/")
+    assert 'data-site="a" data-edge="down"' in page and "受付停止中" in page
+    assert "振り分けを再開する" not in page, "only administrators change the routing"
+    admin = _client(web_b, "admin-b")
+    assert "振り分けを再開する" in admin.get("/sites/").get_data(as_text=True)
+    reply = admin.post("/sites/a/failback", data={"csrf_token": _token(admin, "/sites/"),
+                                                  "reason": "訓練"})
+    assert reply.status_code == 302
+    assert _state(sites, "a") == "up", "the edge did not take the administrator's failback"
+    wait_until(lambda: _state(sites, "a") == "down", 15,
+               "the edge did not mark the still dead A down again")
+    engine = make_engine(sites.database_url)
+    try:
+        with session_factory(engine)() as db:
+            rows = list(db.scalars(select(AuditEntry).where(AuditEntry.action == "site.failback")))
+    finally:
+        engine.dispose()
+    assert [(r.object_id, r.outcome, r.reason) for r in rows] == [("a", "ok", "訓練")]
+    supervisor = _client(web_b)
+    assert supervisor.post("/sites/a/failback", data={
+        "csrf_token": _token(supervisor, "/sites/")}).status_code == 403, \
+        "a supervisor must not change the routing"
+    assert _state(sites, "a") == "down"
 
 
 def test_failback_only_after_the_site_stayed_healthy(sites: SitesStack) -> None:
