@@ -20,6 +20,7 @@ which is not a failure. Used by the web health page and by the health roll-up jo
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
@@ -394,6 +395,8 @@ def collect(client: redis.Redis, keys: Keys, engine: Engine,
                 read_heartbeats(client, keys, "kiosk_bridge", interval), settings))
             results.append(_from_transcriber(
                 read_heartbeats(client, keys, "transcriber", interval), settings))
+            if settings.this_site is not None:
+                results.append(from_sites(client, keys, settings))
         except redis.RedisError as exc:  # Redis went away between the ping and now
             done = {c.component for c in results}
             results.extend(ComponentHealth(comp, False, f"unknown: Redis: {exc}")
@@ -411,6 +414,36 @@ def collect(client: redis.Redis, keys: Keys, engine: Engine,
         results.append(ComponentHealth("database", False, f"{engine.dialect.name}: {exc}"))
     order = {name: i for i, name in enumerate(COMPONENTS)}
     return sorted(results, key=lambda c: order.get(c.component, 99))
+
+
+SITES_STALE_SECONDS = 5.0  # ari_app.sites writes them every second
+
+
+def from_sites(client: redis.Redis, keys: Keys, settings: Settings) -> ComponentHealth:
+    """Every site as this site's controller last saw it (``Keys.sites``, docs/sites.md);
+    not required: another site being down does not make this one unhealthy."""
+    raw: Any = client.hgetall(keys.sites)
+    data = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes)
+                                                          else v) for k, v in raw.items()}
+    try:
+        age = time.time() - float(data.get("_checked", 0))
+    except ValueError:
+        age = float("inf")
+    if not data or age > SITES_STALE_SECONDS:
+        return ComponentHealth("sites", False, "unknown: this site's call controller has not "
+                               "reported the sites' states (ari_app not running?)")
+    parts, all_up = [], True
+    for site in sorted(settings.sites, key=lambda s: -s.priority):
+        try:
+            view = json.loads(data.get(site.id, "{}"))
+        except ValueError:
+            view = {}
+        state = str(view.get("state", "unknown"))
+        all_up = all_up and state == "up"
+        parts.append(f"{site.id} {state} (edge {view.get('edge', '?')}, controller "
+                     f"{view.get('controller', '?')})")
+    serving = data.get("_serving") or "none"
+    return ComponentHealth("sites", all_up, f"{'; '.join(parts)}; new calls go to {serving}")
 
 
 def rq_beat_seconds(interval: float) -> int:

@@ -324,6 +324,8 @@ def action_label(action: str) -> str:
         "kiosk_video.view": _("Kiosk video viewed"), "report.download": _("Report downloaded"),
         "report.request": _("Report requested"), "kpi.export": _("KPIs exported"),
         "user.view": _("User viewed"), "user.list": _("User list viewed"),
+        "site.failback": _("Site given new calls again"),
+        "site.takeout": _("Site taken out of service"),
     }
     if action in exact:
         return exact[action]
@@ -331,7 +333,7 @@ def action_label(action: str) -> str:
             "case": _("Case"), "call": _("Call"), "callback": _("Callback"),
             "faq": _("FAQ"), "kiosk": _("Remote window"), "kiosk_card": _("My Number card"),
             "kiosk_session": _("Remote window"), "kpi": _("KPIs"), "report": _("Reports"),
-            "user": _("Users"), "tenant": _("Municipality")}
+            "user": _("Users"), "tenant": _("Municipality"), "site": _("Sites")}
     return area.get(action.split(".", 1)[0], _("Other"))
 
 

@@ -37,6 +37,7 @@ LABELS = {
     "cron": _l("Scheduled jobs"),
     "kiosk_bridge": _l("Remote window bridge"),
     "transcriber": _l("Speech recognition (transcriber)"),
+    "sites": _l("Operator sites and SIP edge"),
 }
 
 

@@ -15,13 +15,17 @@ import time
 from dataclasses import dataclass
 
 import redis
-from flask import Blueprint, abort, render_template
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_babel import get_locale
 from flask_babel import gettext as _
+from werkzeug.wrappers import Response as WerkzeugResponse
 
+from common import audit
+from common.edge import EdgeError, fetch_routes, set_site_state
+from common.models.accounts import ADMINISTRATOR, SUPERVISOR
 from common.settings import Settings, Site
-from web.access import login_required
-from web.db import get_keys, get_redis, get_settings
+from web.access import actor, login_required
+from web.db import get_db, get_keys, get_redis, get_settings
 
 bp = Blueprint("sites", __name__, url_prefix="/sites")
 STALE_SECONDS = 5.0
@@ -114,6 +118,86 @@ def current_site_bar() -> SiteBar | None:
     if settings.this_site is None:
         return None
     return site_bar(settings, get_redis(), get_keys().sites)
+
+
+@dataclass(frozen=True)
+class EdgeLine:
+    id: str
+    name: str
+    sip: str
+    priority: int
+    edge: str  # up | probing | down | unknown (the edge does not answer)
+    label: str
+    own: bool
+
+
+def _edge_labels() -> dict[str, str]:
+    return {"up": _("Takes new calls"), "probing": _("Missed a check; still takes calls"),
+            "down": _("Takes no new calls"),
+            "unknown": _("Unknown: the SIP edge does not answer")}
+
+
+def edge_lines(settings: Settings) -> tuple[list[EdgeLine], str]:
+    """Each site as the edge's dispatcher sees it now, and the reason when the edge does
+    not answer ("" when it does)."""
+    try:
+        routes = fetch_routes(settings, timeout=1.0)
+        problem = ""
+    except EdgeError as exc:
+        routes, problem = {}, str(exc)
+    labels = _edge_labels()
+    lines = []
+    for site in sorted(settings.sites, key=lambda s: -s.priority):
+        state = routes[site.id].state if site.id in routes else "unknown"
+        lines.append(EdgeLine(site.id, site_name(site), site.sip, site.priority, state,
+                              labels[state], site.id == settings.site.id))
+    return lines, problem
+
+
+SITE_ROLES = {ADMINISTRATOR, SUPERVISOR}
+
+
+@bp.get("/")
+@login_required(roles=SITE_ROLES)
+def index() -> str:
+    """The sites as this site's controller and the edge see them; an administrator can
+    give a recovered site new calls again before its failback time, or take a site out."""
+    settings = get_settings()
+    if settings.this_site is None:
+        abort(404)
+    lines, problem = edge_lines(settings)
+    return render_template("sites/index.html", lines=lines, edge_problem=problem,
+                           failback_seconds=settings.edge.failback_seconds)
+
+
+@bp.post("/<site_id>/<action>")
+@login_required(roles={ADMINISTRATOR})
+def change(site_id: str, action: str) -> WerkzeugResponse:
+    """``failback``: the edge sends this site new calls again now (an administrator
+    confirmed it has recovered); ``takeout``: it sends it none until it has answered the
+    edge's checks for ``edge.failback_seconds`` again (maintenance). Audited."""
+    settings = get_settings()
+    if settings.this_site is None or action not in ("failback", "takeout") or \
+            site_id not in {s.id for s in settings.sites}:
+        abort(404)
+    reason = request.form.get("reason", "").strip()[:200]
+    db = get_db()
+    try:
+        set_site_state(settings, site_id, "up" if action == "failback" else "down")
+    except EdgeError as exc:
+        audit.record(db, actor(), f"site.{action}", object_type="site", object_id=site_id,
+                     outcome=audit.FAILED, reason=str(exc)[:200])
+        db.commit()
+        flash(_("The SIP edge did not take the change: %(error)s", error=str(exc)), "error")
+        return redirect(url_for("sites.index"))
+    audit.record(db, actor(), f"site.{action}", object_type="site", object_id=site_id,
+                 reason=reason)
+    db.commit()
+    name = next(site_name(s) for s in settings.sites if s.id == site_id)
+    flash(_("%(name)s takes new calls again.", name=name) if action == "failback" else
+          _("%(name)s takes no new calls until it has answered the checks for %(seconds)s "
+            "seconds again.", name=name, seconds=settings.edge.failback_seconds), "success")
+    return redirect(url_for("sites.index"))
 
 
 @bp.get("/bar")

@@ -89,3 +89,19 @@ def test_no_bar_in_the_single_site_form(app: Flask, make_user: MakeUser) -> None
     client = app.test_client()
     login(client, "op-b")
     assert client.get("/sites/bar").status_code == 404
+
+
+def test_health_page_shows_the_sites_without_failing_on_another_site(
+        site_b_app: Flask, web_settings: Settings) -> None:
+    client = site_b_app.test_client()
+    _write(web_settings, {"a": "down", "b": "up"}, "b")
+    sites = client.get("/health.json").get_json()["components"]["sites"]
+    assert sites["ok"] is False and "a down" in sites["detail"]
+    assert "new calls go to b" in sites["detail"]
+    page = client.get("/health").get_data(as_text=True)
+    assert "拠点と振り分け装置" in page
+    _write(web_settings, {"a": "up", "b": "up"}, "a", checked=time.time() - 60)
+    sites = client.get("/health.json").get_json()["components"]["sites"]
+    assert sites["ok"] is False and sites["detail"].startswith("unknown")
+    _write(web_settings, {"a": "up", "b": "up"}, "a")
+    assert client.get("/health.json").get_json()["components"]["sites"]["ok"] is True
