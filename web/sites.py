@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 import redis
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from werkzeug.wrappers import Response as WerkzeugResponse
@@ -180,18 +180,16 @@ def change(site_id: str, action: str) -> WerkzeugResponse:
     if settings.this_site is None or action not in ("failback", "takeout") or \
             site_id not in {s.id for s in settings.sites}:
         abort(404)
-    reason = request.form.get("reason", "").strip()[:200]
     db = get_db()
     try:
         set_site_state(settings, site_id, "up" if action == "failback" else "down")
     except EdgeError as exc:
         audit.record(db, actor(), f"site.{action}", object_type="site", object_id=site_id,
-                     outcome=audit.FAILED, reason=str(exc)[:200])
+                     outcome=audit.FAILED, reason="edge_refused")
         db.commit()
         flash(_("The SIP edge did not take the change: %(error)s", error=str(exc)), "error")
         return redirect(url_for("sites.index"))
-    audit.record(db, actor(), f"site.{action}", object_type="site", object_id=site_id,
-                 reason=reason)
+    audit.record(db, actor(), f"site.{action}", object_type="site", object_id=site_id)
     db.commit()
     name = next(site_name(s) for s in settings.sites if s.id == site_id)
     flash(_("%(name)s takes new calls again.", name=name) if action == "failback" else

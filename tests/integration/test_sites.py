@@ -208,8 +208,7 @@ def test_an_administrator_gives_a_site_calls_again(sites: SitesStack, web_b: Fla
     assert "振り分けを再開する" not in page, "only administrators change the routing"
     admin = _client(web_b, "admin-b")
     assert "振り分けを再開する" in admin.get("/sites/").get_data(as_text=True)
-    reply = admin.post("/sites/a/failback", data={"csrf_token": _token(admin, "/sites/"),
-                                                  "reason": "訓練"})
+    reply = admin.post("/sites/a/failback", data={"csrf_token": _token(admin, "/sites/")})
     assert reply.status_code == 302
     assert _state(sites, "a") == "up", "the edge did not take the administrator's failback"
     wait_until(lambda: _state(sites, "a") == "down", 15,
@@ -220,7 +219,7 @@ def test_an_administrator_gives_a_site_calls_again(sites: SitesStack, web_b: Fla
             rows = list(db.scalars(select(AuditEntry).where(AuditEntry.action == "site.failback")))
     finally:
         engine.dispose()
-    assert [(r.object_id, r.outcome, r.reason) for r in rows] == [("a", "ok", "訓練")]
+    assert [(r.object_id, r.outcome, r.actor) for r in rows] == [("a", "ok", "admin-b")]
     supervisor = _client(web_b)
     assert supervisor.post("/sites/a/failback", data={
         "csrf_token": _token(supervisor, "/sites/")}).status_code == 403, \
