@@ -15,13 +15,15 @@ trip here against ~0.6 ms for HTTP, a fraction of httpx's CPU per request, and n
 connection or thread per request in Asterisk. Without a websocket (starting up,
 reconnecting) they go over HTTP; ``over_ws=False`` forces HTTP.
 
-Asterisk reads the websocket's requests one at a time, and a request it hands to one
-channel's control queue (``POST /channels/{id}/answer``, ``.../continue``,
-``/bridges/{id}/addChannel`` ...) waits there until that channel has finished what it
-is doing -- a prompt can take seconds. Over the websocket such a wait would hold up the
-requests of every other call (seen: all new calls routed in bursts every 4 s while
-callbacks played their notice to operators), so these go over HTTP, where Asterisk
-serves each request in its own thread (``CONTROL``).
+Asterisk reads the websocket's requests one at a time, and the few requests it hands to
+one channel's control queue *and waits for* (``POST /channels/{id}/answer``, setting a
+channel variable, ``/bridges/{id}/addChannel`` and ``removeChannel``) wait there until
+that channel has finished what it is doing -- a prompt can take seconds. Over the
+websocket such a wait would hold up the requests of every other call (seen: all new
+calls routed in bursts every 4 s while callbacks played their notice to operators), so
+these go over HTTP, where Asterisk serves each request in its own thread (``CONTROL``).
+The others (``continue``, ``play``, ``ring``, ``moh`` ...) are queued without waiting
+and stay on the websocket.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ logger = logging.getLogger(__name__)
 EventCallback = Callable[[dict[str, Any]], None]
 
 #: Requests that wait on one channel's control queue: always over HTTP (module docstring)
-CONTROL = re.compile(r"^/?(channels/[^/?]+/[A-Za-z]+|bridges/[^/?]+/(addChannel|removeChannel))$")
+CONTROL = re.compile(r"^/?(channels/[^/?]+/(answer|variable)|"
+                     r"bridges/[^/?]+/(addChannel|removeChannel))$")
 ConnectCallback = Callable[[], Awaitable[None]]
 
 
