@@ -154,6 +154,40 @@ def test_bad_edge_settings_name_the_key(tmp_path: Path, edge: str, sites: str,
     assert info.value.key == key, info.value
 
 
+SITE_B = {"MADOGUCHI_SITE__ID": "b", "MADOGUCHI_REDIS__PREFIX": "mado-b",
+          "MADOGUCHI_TRUNK__MATCH": "127.0.0.1", "MADOGUCHI_ASTERISK__SIP_BIND": "192.0.2.30",
+          "MADOGUCHI_ASTERISK__SIP_PORT": "5060"}
+
+
+@pytest.mark.parametrize(("change", "key"), [
+    ({}, ""),  # site B's own processes, as stack.sites starts them
+    ({"MADOGUCHI_SITE__ID": "c"}, "site.id"),
+    ({"MADOGUCHI_REDIS__PREFIX": "mado"}, "redis.prefix"),
+    ({"MADOGUCHI_TRUNK__MATCH": "192.0.2.99"}, "trunk.match"),
+    ({"MADOGUCHI_ASTERISK__SIP_PORT": "5070"}, "asterisk.sip_port"),
+])
+def test_a_sites_processes_must_match_its_entry(tmp_path: Path, change: dict[str, str],
+                                                 key: str) -> None:
+    """A site's processes run with site.id set; their Redis prefix, trunk and SIP address
+    must be the site's, or they would mix their live state or calls with another's."""
+    environ = {**site_env(tmp_path), **SITE_B, **change}
+    if not key:
+        s = load_settings(environ)
+        assert s.this_site is not None and s.this_site.name == "北支所"
+        assert s.site_prefix(s.this_site) == "mado-b"
+        return
+    with pytest.raises(SettingsError) as info:
+        load_settings(environ)
+    assert info.value.key == key, info.value
+
+
+def test_a_site_id_needs_the_sites(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({"MADOGUCHI_SITE__DATA_DIR": str(tmp_path / "data"),
+                       "MADOGUCHI_SITE__ID": "a"})
+    assert info.value.key == "site.id"
+
+
 def test_the_single_site_form_has_no_edge_to_render(tmp_path: Path) -> None:
     s = load_settings({"MADOGUCHI_SITE__DATA_DIR": str(tmp_path / "data")})
     with pytest.raises(SettingsError) as info:
