@@ -139,6 +139,11 @@ class SiteWatch:
         if changed or serving != self.serving:
             self.serving = serving
             await self._write(changed)
+        else:  # the same states, checked again now (the pages call older ones unknown)
+            try:
+                await self.redis.hset(self.keys.sites, "_checked", f"{time.time():.3f}")
+            except RedisError as exc:
+                logger.warning("site states not written (Redis: %s)", exc)
         await self._takeovers(now)
 
     async def controller(self, site: Site, now: float) -> str:

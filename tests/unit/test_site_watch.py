@@ -130,8 +130,12 @@ def test_watch_publishes_states_and_takes_over(two_sites: Settings) -> None:
             stored = json.loads(sync.hget("t-site-b:sites", "a") or b"{}")
             assert stored["state"] == "up" and stored["serving"] is True
             published.clear()
+            first = float(sync.hget("t-site-b:sites", "_checked") or 0)
+            await asyncio.sleep(0.01)
             await watch.check(http)
             assert published == [], "nothing changed, nothing published"
+            assert float(sync.hget("t-site-b:sites", "_checked") or 0) > first, \
+                "an unchanged round must still say the states are current"
 
             edge["a"] = "down"  # A killed: the edge marks it down, its beat goes away
             sync.delete(*sync.keys("t-site-a:health:*"))
