@@ -225,12 +225,7 @@ def test_a_flood_is_refused_unanswered_above_max_calls_and_the_call_rate(
     windows = int(burst.last_sent) - int(burst.first_sent) + 1
     counts = {s: burst.responses.count(s) for s in set(burst.responses)}
     assert windows <= 3 and 200 not in burst.responses, (windows, counts)
-    # at most the rate is let in (early media: 183), in each second the burst met; the
-    # others are refused (503), or ended by their CANCEL before the dialplan refused
-    # them (487)
-    assert burst.responses.count(183) <= windows * per_second, (windows, counts)
-    assert burst.responses.count(503) >= \
-        pairs - windows * per_second - burst.responses.count(487), (windows, counts)
+    assert burst.responses.count(503) >= pairs - windows * per_second, (windows, counts)
     # under the call rate, callers who hold on: the trunk fills up, then refuses
     holding = len(channels(asterisk))  # the burst's callers still ringing
     extra = 5
