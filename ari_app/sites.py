@@ -93,6 +93,7 @@ class SiteWatch:
         self.views: dict[str, SiteView] = {}
         self.serving = ""
         self._lost_since: dict[str, float] = {}
+        self._taken: set[str] = set()  # lost sites taken over (until seen again)
 
     async def run(self) -> None:
         async with httpx.AsyncClient() as http:
@@ -192,7 +193,10 @@ class SiteWatch:
                     and view.controller == "down")
             if not lost:
                 self._lost_since.pop(site.id, None)
+                self._taken.discard(site.id)
                 continue
+            if site.id in self._taken:
+                continue  # a lost site takes no new calls: nothing more to take
             first = self._lost_since.setdefault(site.id, now)
             if now - first < self.settings.edge.takeover_seconds:
                 continue
@@ -201,6 +205,7 @@ class SiteWatch:
             calls, callbacks = await asyncio.to_thread(
                 take_over, self.factory, self.store, self.settings, site.id, self.own,
                 datetime.now(UTC))
+            self._taken.add(site.id)
             if calls or callbacks:
                 logger.warning("site %s lost: %d cut call(s) closed, %d callback(s) listed "
                                "here", site.id, calls, callbacks)

@@ -9,6 +9,7 @@ front of the operator sites (``[edge]``, ``[[sites]]``; edge/kamailio.cfg.j2).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import math
 import os
@@ -239,10 +240,8 @@ class Edge:
     def _signal(self, sig: int) -> None:
         if self.process is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):  # the group is gone already
             os.killpg(self.process.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM to Kamailio's main process (it stops its children), SIGKILL to the
@@ -251,10 +250,8 @@ class Edge:
             return
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):  # SIGKILL below
                 self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
         self._signal(signal.SIGKILL)
         self.process.wait(5)
         self.process = None

@@ -14,6 +14,7 @@ ari_app (and its web).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import logging
 import os
@@ -401,10 +402,8 @@ class SitesStack:
         run = self.sites[site_id]
         procs: list[Any] = [run.ari_app, run.web]
         if run.asterisk is not None and run.asterisk.process is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # died by itself already
                 os.killpg(run.asterisk.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         for proc in procs:
             if proc is not None and proc.poll() is None:
                 proc.kill()
@@ -437,10 +436,8 @@ class SitesStack:
                     terminate(proc)
             if run.asterisk is not None:
                 if run.asterisk.running():
-                    try:
+                    with contextlib.suppress(Exception):  # stopping anyway
                         run.asterisk.cli("channel request hangup all")
-                    except Exception:  # noqa: BLE001 - stopping anyway
-                        pass
                 run.asterisk.stop()
                 for log in (run.asterisk.log_file, run.asterisk.full_log):
                     if not self.own_tmp and log.is_file():  # a kept folder keeps its logs
